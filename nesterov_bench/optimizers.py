@@ -1,0 +1,414 @@
+r"""The four update rules of the benchmark, each written once as a pure function of tensors.
+
+Overview
+--------
+The benchmark compares
+
+* ``gd``       -- plain (stochastic) gradient descent,
+* ``momentum`` -- heavy-ball momentum (Polyak 1964),
+* ``nesterov`` -- Nesterov's accelerated gradient (Nesterov 1983) in the form of
+  Sutskever et al. (2013), written the way ``torch.optim.SGD(nesterov=True)`` writes it,
+* ``adam``     -- Adam with bias correction (Kingma & Ba 2015), as ``torch.optim.Adam``.
+
+Each rule is a pure function ``rule(p, g, state, **hyperparameters) -> (new_p, new_state)``:
+
+* ``p`` and ``g`` are tensors of the same shape (parameter and its gradient at ``p``);
+* ``state`` is a dict of tensors, ``{}`` before the first step; the rule creates its own
+  buffers (all starting at zero) and returns a new dict -- nothing passed in is mutated;
+* hyperparameters may be python floats *or* tensors that broadcast against ``p``: a
+  population of K models stacked along a leading axis (``p`` of shape ``(K, ...)``) can be
+  stepped in one call with, e.g., ``lr`` of shape ``(K, 1, ..., 1)``.  For that reason the
+  rules never branch on hyperparameter values and never call ``.item()``.
+
+Parameters are real floating-point tensors.  Weight decay is *coupled* L2 regularisation,
+``g <- g + wd * p`` applied to the gradient before the rule, exactly as in
+``torch.optim.SGD`` and ``torch.optim.Adam`` (not the decoupled AdamW form); it is off by
+default.  All conventions match ``torch.optim`` (with ``dampening=0``, ``maximize=False``,
+``amsgrad=False``), and the tests check agreement step by step.
+
+:class:`Optimizer` wraps any rule as a drop-in ``torch.optim.Optimizer`` for a single model;
+:class:`OptimizerConfig` is the validated user setting (``optimizer.*`` keys).
+
+Fairness caveat
+---------------
+With momentum μ and a slowly varying gradient, the buffer approaches ``g / (1 - μ)``, so the
+steady-state step of heavy ball and Nesterov is about ``1 / (1 - μ)`` times GD's step at the
+same learning rate (10x for μ = 0.9).  Adam's step is normalised to about ``lr`` per
+coordinate, a different scale again.  Comparing optimizers at one shared learning rate
+therefore compares step sizes, not methods: learning rates are tuned per optimizer.
+
+References
+----------
+* B. T. Polyak (1964). Some methods of speeding up the convergence of iteration methods.
+  USSR Computational Mathematics and Mathematical Physics 4(5):1-17.
+* Yu. E. Nesterov (1983). A method for solving the convex programming problem with
+  convergence rate O(1/k^2). Soviet Mathematics Doklady 27:372-376.
+* I. Sutskever, J. Martens, G. Dahl, G. Hinton (2013). On the importance of initialization
+  and momentum in deep learning. ICML 2013.
+* D. P. Kingma, J. Ba (2015). Adam: A method for stochastic optimization. ICLR 2015.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nesterov_bench.errors import ConfigError
+
+__all__ = [
+    "RULES",
+    "Optimizer",
+    "OptimizerConfig",
+    "adam",
+    "build",
+    "gd",
+    "hyperparameters",
+    "momentum",
+    "nesterov",
+]
+
+Hyper = float | Tensor
+State = dict[str, Tensor]
+Rule = Callable[..., tuple[Tensor, State]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure update rules
+# ---------------------------------------------------------------------------------------------
+
+
+def _decayed(p: Tensor, g: Tensor, weight_decay: Hyper) -> Tensor:
+    """Coupled L2 weight decay: g + wd·p (no branch on wd, so tensors work; wd = 0 gives g)."""
+    return g + weight_decay * p
+
+
+def gd(p: Tensor, g: Tensor, state: State, *, lr: Hyper, weight_decay: Hyper = 0.0,
+       ) -> tuple[Tensor, State]:
+    r"""Gradient descent: one step.
+
+    Algorithm (one step, gradient g = ∇f(p) taken at the current parameters p)::
+
+        g ← g + wd · p          (coupled L2 weight decay; wd = 0 by default)
+        p ← p − lr · g
+
+    Conventions: the learning rate multiplies the gradient directly; there is no state
+    (a copy of ``state`` is returned).  Equals
+    ``torch.optim.SGD(params, lr, weight_decay=wd)``.
+
+    Args:
+        p: parameters; g: gradient at ``p`` (same shape); state: ``{}`` (unused).
+        lr, weight_decay: floats or tensors broadcastable against ``p``.
+
+    Returns:
+        ``(new_p, new_state)``; the inputs are not modified.
+    """
+    g = _decayed(p, g, weight_decay)
+    return p - lr * g, dict(state)
+
+
+def momentum(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+             weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+    r"""Heavy-ball momentum (Polyak 1964), in PyTorch's form: one step.
+
+    Algorithm (gradient g = ∇f(p) at the current parameters p, buffer b, μ = ``momentum``)::
+
+        g ← g + wd · p          (coupled L2 weight decay; wd = 0 by default)
+        b ← μ · b + g           (b starts at 0, so b = g after the first step)
+        p ← p − lr · b
+
+    Conventions: the learning rate sits *outside* the buffer (b accumulates raw gradients;
+    Polyak's original p ← p − α g + β (p − p_prev) is the same iteration with α = lr and
+    β = μ).  The buffer starts at zero, which for dampening = 0 is exactly
+    ``torch.optim.SGD``'s "buffer = g on the first step".  Equals
+    ``torch.optim.SGD(params, lr, momentum=μ, weight_decay=wd)``.  In steady state the
+    step is about lr/(1 − μ) · g: see the module's fairness caveat.
+
+    State: ``{"momentum_buffer": b}`` (created as zeros when ``state`` is ``{}``).
+
+    Returns:
+        ``(new_p, new_state)``; the inputs are not modified.
+    """
+    mu = momentum
+    g = _decayed(p, g, weight_decay)
+    b = state.get("momentum_buffer")
+    if b is None:
+        b = torch.zeros_like(p)
+    b = mu * b + g
+    return p - lr * b, {**state, "momentum_buffer": b}
+
+
+def nesterov(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+             weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+    r"""Nesterov's accelerated gradient (Nesterov 1983; Sutskever et al. 2013), PyTorch's form.
+
+    Algorithm (gradient g = ∇f(p) at the current parameters p, buffer b, μ = ``momentum``)::
+
+        g ← g + wd · p          (coupled L2 weight decay; wd = 0 by default)
+        b ← μ · b + g           (b starts at 0)
+        p ← p − lr · (g + μ · b)
+
+    Conventions: the gradient is taken at the *current* parameters p, and the look-ahead
+    is folded into the step direction g + μ b.  This is Sutskever et al. (2013)'s form
+
+        v ← μ v − ε ∇f(θ + μ v),    θ ← θ + v
+
+    (gradient at the look-ahead point θ + μ v) rewritten in the variable θ̃ = θ + μ v, with
+    v = −lr · b and ε = lr: then p = θ̃ is the point where the gradient is evaluated and
+    θ̃ ← θ̃ + μ v_new − lr·g = θ̃ − lr (g + μ b_new).  The learning rate sits outside the
+    buffer and the buffer starts at zero, as for heavy ball.  Equals
+    ``torch.optim.SGD(params, lr, momentum=μ, nesterov=True, weight_decay=wd)``.
+
+    State: ``{"momentum_buffer": b}`` (created as zeros when ``state`` is ``{}``).
+
+    Returns:
+        ``(new_p, new_state)``; the inputs are not modified.
+    """
+    mu = momentum
+    g = _decayed(p, g, weight_decay)
+    b = state.get("momentum_buffer")
+    if b is None:
+        b = torch.zeros_like(p)
+    b = mu * b + g
+    return p - lr * (g + mu * b), {**state, "momentum_buffer": b}
+
+
+def adam(p: Tensor, g: Tensor, state: State, *, lr: Hyper, beta1: Hyper, beta2: Hyper,
+         eps: Hyper, weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+    r"""Adam (Kingma & Ba 2015) with bias correction, in ``torch.optim.Adam``'s arithmetic.
+
+    Algorithm (gradient g = ∇f(p) at the current parameters p; m, v, t start at 0)::
+
+        g ← g + wd · p                      (coupled L2 weight decay, not AdamW; wd = 0)
+        t ← t + 1
+        m ← β1 · m + (1 − β1) · g
+        v ← β2 · v + (1 − β2) · g²
+        m̂ = m / (1 − β1^t),   v̂ = v / (1 − β2^t)
+        p ← p − lr · m̂ / (√v̂ + eps)
+
+    Conventions: the last line is evaluated as torch does,
+
+        denom = √v / √(1 − β2^t) + eps,     p ← p − (lr / (1 − β1^t)) · m / denom,
+
+    which is the same number as lr · m̂ / (√v̂ + eps): eps is added *after* the bias
+    correction of √v (Kingma & Ba's Algorithm 1), not to √v before it (their "efficient"
+    variant, which differs when √v̂ is comparable to eps).  With bias correction the first
+    step is lr · g / (|g| + eps) ≈ lr · sign(g) per coordinate.  Equals
+    ``torch.optim.Adam(params, lr, betas=(β1, β2), eps=eps, weight_decay=wd)``.
+
+    State: ``{"m": m, "v": v, "t": t}``; t is a 0-d float64 tensor counting steps, shared by
+    all entries of p (so by all members of a stacked population).  The bias corrections
+    1 − β^t are computed in float64 (as torch does, in python floats) when β is a python
+    float; tensor β's should have p's dtype, and are then used in that precision.
+
+    Returns:
+        ``(new_p, new_state)``; the inputs are not modified.
+    """
+    g = _decayed(p, g, weight_decay)
+    m = state.get("m")
+    v = state.get("v")
+    t = state.get("t")
+    if m is None:
+        m = torch.zeros_like(p)
+    if v is None:
+        v = torch.zeros_like(p)
+    if t is None:
+        # float64, like the python float torch uses: 1 − β^t cancels digits for small t, and in
+        # float32 (β2 = 0.999 rounds to 0.99900001) it would be off by ~1e-5 relative.
+        t = torch.zeros((), dtype=torch.float64, device=p.device)
+    t = t + 1
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * (g * g)
+    bias_correction1 = 1 - beta1**t
+    bias_correction2 = 1 - beta2**t
+    step_size = lr / bias_correction1
+    denom = v.sqrt() / bias_correction2.sqrt() + eps
+    new_p = p - step_size * (m / denom)
+    return new_p, {**state, "m": m, "v": v, "t": t}
+
+
+RULES: dict[str, Rule] = {
+    "gd": gd,
+    "momentum": momentum,
+    "nesterov": nesterov,
+    "adam": adam,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Validated configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_number(x: Any) -> bool:
+    """A real number, refusing bools and strings (``True`` is an int in python)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _in_unit_interval(x: Any) -> bool:
+    """x is a number in [0, 1) (NaN fails the comparisons)."""
+    return _is_number(x) and 0.0 <= x < 1.0
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The user's ``optimizer.*`` setting.
+
+    Attributes:
+        name: one of ``gd``, ``momentum``, ``nesterov``, ``adam``.
+        lr: learning rate, a finite number > 0 (tuned per optimizer; see the module docs).
+        momentum: μ in (0, 1) for ``momentum`` and ``nesterov``; must stay 0 for the others.
+        betas: Adam's (β1, β2), each in [0, 1).
+        eps: Adam's ε > 0, added to √v̂.
+        weight_decay: coupled L2 coefficient ≥ 0 (0 = off).
+    """
+
+    name: str
+    lr: float
+    momentum: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any]) -> OptimizerConfig:
+        """Build and validate from a plain mapping (e.g. ``OmegaConf.to_container(cfg.optimizer)``).
+
+        Unknown keys, missing ``name``/``lr`` and every invalid value raise
+        :class:`~nesterov_bench.errors.ConfigError`.  ``betas`` may be a list.
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(
+                f"optimizer must be a mapping of settings (name, lr, ...), got {d!r}")
+        known = [f.name for f in fields(cls)]
+        unknown = [k for k in d if k not in known]
+        if unknown:
+            names = ", ".join(f"optimizer.{k}" for k in unknown)
+            raise ConfigError(
+                f"unknown setting(s) {names}; the known ones are "
+                + ", ".join(f"optimizer.{k}" for k in known))
+        for required in ("name", "lr"):
+            if required not in d:
+                raise ConfigError(f"optimizer.{required} is required but was not given")
+        kwargs = dict(d)
+        if "betas" in kwargs:
+            betas = kwargs["betas"]
+            if isinstance(betas, Sequence) and not isinstance(betas, str):
+                kwargs["betas"] = tuple(betas)
+        cfg = cls(**kwargs)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Refuse any setting that is invalid or would be silently ignored (ConfigError)."""
+        name = self.name
+        if not isinstance(name, str) or name not in RULES:
+            valid = ", ".join(RULES)
+            raise ConfigError(f"optimizer.name must be one of {valid}, got {name!r}")
+
+        lr = self.lr
+        if not (_is_number(lr) and math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"optimizer.lr must be a positive number, got {lr!r}")
+
+        mu = self.momentum
+        if not _in_unit_interval(mu):
+            raise ConfigError(f"optimizer.momentum must be a number in [0, 1), got {mu!r}")
+        if name == "nesterov" and mu == 0:
+            raise ConfigError(
+                "Nesterov needs momentum > 0: set optimizer.momentum in (0, 1), e.g. 0.9 "
+                "(with momentum 0 it is plain gd)")
+        if name == "momentum" and mu == 0:
+            raise ConfigError(
+                "optimizer.name=momentum needs optimizer.momentum in (0, 1), e.g. 0.9; "
+                "for plain gradient descent use optimizer.name=gd")
+        if name == "gd" and mu != 0:
+            raise ConfigError(
+                f"optimizer.momentum={mu!r} would be ignored by optimizer.name=gd: "
+                "remove it, or use optimizer.name=momentum or nesterov")
+        if name == "adam" and mu != 0:
+            raise ConfigError(
+                f"optimizer.momentum={mu!r} would be ignored by optimizer.name=adam: "
+                "remove it (Adam's momentum is optimizer.betas[0])")
+
+        betas = self.betas
+        if not (isinstance(betas, tuple) and len(betas) == 2
+                and all(_in_unit_interval(b) for b in betas)):
+            raise ConfigError(
+                f"optimizer.betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {betas!r}")
+
+        eps = self.eps
+        if not (_is_number(eps) and math.isfinite(eps) and eps > 0):
+            raise ConfigError(f"optimizer.eps must be a positive number, got {eps!r}")
+
+        wd = self.weight_decay
+        if not (_is_number(wd) and math.isfinite(wd) and wd >= 0):
+            raise ConfigError(
+                f"optimizer.weight_decay must be a number >= 0 (0 = off), got {wd!r}")
+
+
+def hyperparameters(cfg: OptimizerConfig) -> dict[str, float]:
+    """The keyword arguments of ``RULES[cfg.name]`` for this configuration (all python floats)."""
+    hp: dict[str, float] = {"lr": float(cfg.lr)}
+    if cfg.name in ("momentum", "nesterov"):
+        hp["momentum"] = float(cfg.momentum)
+    elif cfg.name == "adam":
+        hp["beta1"] = float(cfg.betas[0])
+        hp["beta2"] = float(cfg.betas[1])
+        hp["eps"] = float(cfg.eps)
+    elif cfg.name != "gd":
+        raise ConfigError(f"optimizer.name must be one of {', '.join(RULES)}, got {cfg.name!r}")
+    hp["weight_decay"] = float(cfg.weight_decay)
+    return hp
+
+
+# ---------------------------------------------------------------------------------------------
+# Drop-in torch optimizer
+# ---------------------------------------------------------------------------------------------
+
+
+class Optimizer(torch.optim.Optimizer):
+    """A thin ``torch.optim.Optimizer`` that applies ``RULES[cfg.name]`` to each parameter.
+
+    The hyperparameters live in each param group (keys of :func:`hyperparameters`, e.g.
+    ``lr``), so learning-rate schedulers that edit ``group["lr"]`` work.  Parameters whose
+    ``.grad`` is None are skipped, as in torch.  The rule's state dict is kept in
+    ``self.state[p]`` and the new parameters are written in place under ``torch.no_grad()``.
+    """
+
+    def __init__(self, params: Iterable[Any], cfg: OptimizerConfig) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.rule = RULES[cfg.name]
+        self._hp_keys = tuple(hyperparameters(cfg))
+        super().__init__(params, hyperparameters(cfg))
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One update of every parameter that has a gradient; returns ``closure()``'s loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            hp = {k: group[k] for k in self._hp_keys}
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{self.cfg.name} does not support sparse gradients")
+                new_p, new_state = self.rule(p, p.grad, dict(self.state[p]), **hp)
+                p.copy_(new_p)
+                self.state[p] = new_state
+        return loss
+
+
+def build(params: Iterable[Any], cfg: OptimizerConfig | Mapping[str, Any]) -> Optimizer:
+    """The :class:`Optimizer` for ``params``; ``cfg`` may also be a plain ``optimizer`` mapping."""
+    if not isinstance(cfg, OptimizerConfig):
+        cfg = OptimizerConfig.from_mapping(cfg)
+    return Optimizer(params, cfg)
