@@ -1,0 +1,105 @@
+"""Image datasets as whole tensors, from torchvision's files, with no silent fallback.
+
+Where the files come from, in order: ``data.root`` (torchvision's layout, ``<root>/MNIST/raw/``),
+then the offline mirror ``data.source`` (the original archives, copied into the root and checked
+against torchvision's md5), then -- only with ``data.download=true`` -- the internet through
+torchvision. Anything else is a ConfigError naming the path and both ways to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
+
+from .errors import ConfigError
+
+# The torchvision classes whose files the suite knows how to stage offline.
+MIRRORED = {"MNIST": datasets.MNIST, "FashionMNIST": datasets.FashionMNIST}
+
+
+def _writable_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"data.root: cannot create {path} ({e.strerror}); set data.root=DIR") from e
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"data.root: {path} is not writable; set data.root to a writable folder")
+
+
+def stage_mnist_like(name: str, root: Path, source: Path | None, download: bool) -> None:
+    """Make sure ``<root>/<name>/raw`` holds the four archives (md5-checked) or their extracted files."""
+    cls = MIRRORED[name]
+    raw = root / name / "raw"
+    missing = []
+    for filename, md5 in cls.resources:
+        if (raw / filename.removesuffix(".gz")).exists():
+            continue  # already extracted by an earlier run
+        archive = raw / filename
+        if archive.exists():
+            if not check_integrity(str(archive), md5):
+                raise ConfigError(
+                    f"{archive} is corrupted (md5 differs from torchvision's {md5}); delete it and rerun"
+                )
+            continue
+        mirrored = source / name / "raw" / filename if source is not None else None
+        if mirrored is not None and mirrored.exists():
+            if not check_integrity(str(mirrored), md5):
+                raise ConfigError(f"{mirrored} is corrupted (md5 differs from torchvision's {md5})")
+            _writable_dir(raw)
+            tmp = archive.with_name(f".{filename}.{os.getpid()}.tmp")
+            shutil.copyfile(mirrored, tmp)
+            os.replace(tmp, archive)  # atomic: a concurrent run never sees half a file
+            continue
+        missing.append(filename)
+    if missing and not download:
+        where = f"the offline mirror {source / name / 'raw'}" if source is not None else "no offline mirror"
+        raise ConfigError(
+            f"{name} not found: {', '.join(missing)} missing in {raw} (and in {where}); copy the "
+            f"original archives there or set data.source=DIR, or set data.download=true to fetch them"
+        )
+    _writable_dir(raw)
+    try:  # extracts the archives (verifying md5 again) or, with download=true, fetches the missing ones
+        cls(str(root), train=True, download=True)
+    except Exception as e:  # noqa: BLE001 -- any failure here is a data problem the user must fix
+        raise ConfigError(f"could not prepare {name} in {raw}: {str(e).splitlines()[0]}") from e
+
+
+def load_images(name: str, root: str | Path, source: str | Path | None, download: bool):
+    """Return ``(train_x, train_y, test_x, test_y)``: uint8 images (N, C, H, W) and int64 labels."""
+    root = Path(root).expanduser()
+    source = Path(source).expanduser() if source else None
+    if name in MIRRORED:
+        stage_mnist_like(name, root, source, download)
+        cls = MIRRORED[name]
+        train, test = cls(str(root), train=True), cls(str(root), train=False)
+        return train.data[:, None], train.targets, test.data[:, None], test.targets
+    if name == "CIFAR10":
+        _writable_dir(root)
+        try:
+            train = datasets.CIFAR10(str(root), train=True, download=download)
+            test = datasets.CIFAR10(str(root), train=False, download=download)
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError(
+                f"CIFAR-10 not found in {root / 'cifar-10-batches-py'} ({str(e).splitlines()[0]}); "
+                "set data.download=true on a machine with internet, or put torchvision's "
+                "cifar-10-python.tar.gz in data.root"
+            ) from e
+
+        def to_tensors(ds):
+            return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+
+        return *to_tensors(train), *to_tensors(test)
+    raise ValueError(f"no loader for dataset {name}")
+
+
+def generated_images(shape: tuple[int, int, int], n_train: int, n_test: int, seed: int):
+    """Random uint8 images and labels of a dataset's shape: for code-path tests only."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n_train + n_test, *shape), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n_train + n_test,), generator=g)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]

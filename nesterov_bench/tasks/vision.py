@@ -1,0 +1,171 @@
+"""Image classification tasks: the second article's linear model, DeepOBS's MLP and CNNs.
+
+Each dataset is held whole as one float tensor on the run's device, standardised with the training
+split's per-channel mean and std; batches are index slices of a seeded permutation (no DataLoader).
+A fixed validation split (``task.val_size`` images, chosen by ``task.data_seed``) is held out of the
+training set, the same for every optimizer and seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..data import generated_images, load_images
+from ..errors import ConfigError
+from .base import Data, Selection, Split, Task, batched, register
+
+
+class ImageTask(Task):
+    dataset: str  # torchvision class name
+    shape: tuple[int, int, int]
+    selection = Selection("val", "accuracy", "max")
+    options = {"val_size": int, "train_size": (int, type(None)), "test_size": (int, type(None)),
+               "data_seed": int}
+
+    def load_data(self, data_cfg: Mapping[str, Any], device: torch.device) -> Data:
+        if data_cfg.get("generated"):
+            train_x, train_y, test_x, test_y = generated_images(
+                self.shape, n_train=4 * self.cfg["val_size"], n_test=self.cfg["val_size"],
+                seed=self.cfg["data_seed"],
+            )
+        else:
+            train_x, train_y, test_x, test_y = load_images(
+                self.dataset, data_cfg["root"], data_cfg.get("source"), bool(data_cfg.get("download"))
+            )
+        n_val = self.cfg["val_size"]
+        if not 0 < n_val < len(train_x):
+            raise ConfigError(f"task.val_size must be in (0, {len(train_x)}), got {n_val}")
+        perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.cfg["data_seed"]))
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        for key, have in (("train_size", len(train_idx)), ("test_size", len(test_x))):
+            if self.cfg[key] is not None and not 0 < self.cfg[key] <= have:
+                raise ConfigError(f"task.{key} must be in [1, {have}] or null, got {self.cfg[key]}")
+        # Optional subsets (smoke tests, CPU profiles): the first examples of the fixed split.
+        train_idx = train_idx[: self.cfg["train_size"]]
+        test_x, test_y = test_x[: self.cfg["test_size"]], test_y[: self.cfg["test_size"]]
+        x = train_x[train_idx].float().div_(255)
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        std = x.std(dim=(0, 2, 3), keepdim=True)
+
+        def split(images: Tensor, labels: Tensor) -> Split:
+            return Split(((images.float() / 255 - mean) / std).to(device), labels.long().to(device))
+
+        return Data(
+            train=split(train_x[train_idx], train_y[train_idx]),
+            val=split(train_x[val_idx], train_y[val_idx]),
+            test=split(test_x, test_y),
+        )
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        return nn.functional.cross_entropy(output, target)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: Split, batch_size: int) -> dict[str, float]:
+        def sums(x: Tensor, y: Tensor) -> Tensor:
+            out = model(x)
+            ce = nn.functional.cross_entropy(out, y, reduction="sum")
+            return torch.stack([ce, (out.argmax(1) == y).sum().to(ce.dtype)])
+
+        loss_sum, correct = batched(sums, split, batch_size).tolist()  # one host sync per split
+        return {"loss": loss_sum / len(split), "accuracy": correct / len(split)}
+
+
+def _init(model: nn.Module, weight, bias: float) -> nn.Module:
+    """Apply DeepOBS's initialisation (Schneider et al. 2019) to every conv and dense layer."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            weight(m)
+            nn.init.constant_(m.bias, bias)
+    return model
+
+
+def _trunc_normal(std: float):
+    """Truncated normal at +-2 std, as TensorFlow's truncated_normal_initializer."""
+    return lambda m: nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+
+
+def _xavier(m: nn.Module) -> None:
+    """DeepOBS 3c3d: Xavier-normal conv kernels, Xavier-uniform dense weights."""
+    if isinstance(m, nn.Conv2d):
+        nn.init.xavier_normal_(m.weight)
+    else:
+        nn.init.xavier_uniform_(m.weight)
+
+
+@register
+class MnistLogReg(ImageTask):
+    """Softmax regression on MNIST: Linear(784, 10) (the article's Linear(1024, 10) fixed)."""
+
+    name, dataset, shape = "mnist_logreg", "MNIST", (1, 28, 28)
+
+    def build_model(self) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))  # torch's default init
+
+
+@register
+class MnistMLP(ImageTask):
+    """DeepOBS mnist_mlp: 784-1000-500-100-10 with ReLU (as DeepOBS's TensorFlow version), weights
+    truncated-normal (std 0.03), biases 0."""
+
+    name, dataset, shape = "mnist_mlp", "MNIST", (1, 28, 28)
+
+    def build_model(self) -> nn.Module:
+        widths = [784, 1000, 500, 100, 10]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
+            layers.append(nn.Linear(a, b))
+            if i < len(widths) - 2:
+                layers.append(nn.ReLU())
+        return _init(nn.Sequential(*layers), _trunc_normal(0.03), 0.0)
+
+
+def two_conv_two_dense(channels: int = 1) -> nn.Module:
+    """DeepOBS 2c2d: conv5x5(32, same)-ReLU-maxpool2-conv5x5(64, same)-ReLU-maxpool2-fc1024-ReLU-fc10,
+    weights truncated-normal (std 0.05), biases 0.05."""
+    return _init(nn.Sequential(
+        nn.Conv2d(channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Linear(1024, 10),
+    ), _trunc_normal(0.05), 0.05)
+
+
+@register
+class MnistCNN(ImageTask):
+    """DeepOBS mnist_2c2d."""
+
+    name, dataset, shape = "mnist_cnn", "MNIST", (1, 28, 28)
+
+    def build_model(self) -> nn.Module:
+        return two_conv_two_dense()
+
+
+@register
+class FmnistCNN(ImageTask):
+    """DeepOBS fmnist_2c2d: the same network on Fashion-MNIST."""
+
+    name, dataset, shape = "fmnist_cnn", "FashionMNIST", (1, 28, 28)
+
+    def build_model(self) -> nn.Module:
+        return two_conv_two_dense()
+
+
+@register
+class Cifar10CNN(ImageTask):
+    """DeepOBS cifar10_3c3d: conv5x5(64, valid)-pool-conv3x3(96, valid)-pool-conv3x3(128, same)-pool
+    -fc512-fc256-fc10, ReLU, max-pools 3x3 stride 2. TF's asymmetric 'same' pool padding is replaced by
+    symmetric padding 1, which gives the same shapes (28->14, 12->6, 6->3)."""
+
+    name, dataset, shape = "cifar10_cnn", "CIFAR10", (3, 32, 32)
+
+    def build_model(self) -> nn.Module:
+        return _init(nn.Sequential(
+            nn.Conv2d(3, 64, 5), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(64, 96, 3), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(96, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+            nn.Flatten(), nn.Linear(3 * 3 * 128, 512), nn.ReLU(),
+            nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10),
+        ), _xavier, 0.0)

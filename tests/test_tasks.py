@@ -1,0 +1,130 @@
+"""Tasks: fixed splits, the real data path and its errors, and the quadratic's exact spectrum."""
+
+import shutil
+
+import pytest
+import torch
+
+from nesterov_bench.errors import ConfigError
+from nesterov_bench.tasks import make_task
+
+from .conftest import REPO
+
+ROOT, MIRROR = REPO / "data", REPO.parent / "shared" / "data"
+DATA_CFG = {"root": str(ROOT), "source": str(MIRROR), "download": False, "generated": False}
+CPU = torch.device("cpu")
+
+
+def image_task(name="mnist_logreg", **kw):
+    return make_task({"name": name, "val_size": 10000, "train_size": None, "test_size": None,
+                      "data_seed": 0, **kw})
+
+
+@pytest.mark.parametrize("name", ["mnist_logreg", "fmnist_cnn"])
+def test_real_images_split_50k_10k_10k_standardised(name):
+    data = image_task(name).load_data(DATA_CFG, CPU)
+    assert (len(data.train), len(data.val), len(data.test)) == (50000, 10000, 10000)
+    assert data.train.x.shape[1:] == (1, 28, 28) and data.train.x.dtype == torch.float32
+    assert abs(data.train.x.mean().item()) < 1e-3 and abs(data.train.x.std().item() - 1) < 1e-3
+    assert set(data.train.y.unique().tolist()) == set(range(10))
+
+
+def test_validation_split_is_fixed_and_disjoint_from_training():
+    a = image_task().load_data(DATA_CFG, CPU)
+    b = image_task().load_data(DATA_CFG, CPU)
+    assert torch.equal(a.val.x, b.val.x) and torch.equal(a.train.y, b.train.y)
+    assert not torch.equal(a.val.y, image_task(data_seed=1).load_data(DATA_CFG, CPU).val.y)
+    # Disjointness, checked exactly on generated images (all distinct, unlike MNIST's few twins).
+    g = image_task(val_size=500).load_data({**DATA_CFG, "generated": True}, CPU)
+    rows = lambda s: {r.numpy().tobytes() for r in s.x.flatten(1)}  # noqa: E731
+    assert len(rows(g.train)) == len(g.train) and not rows(g.val) & rows(g.train)
+
+
+def test_subsets_take_the_first_examples_of_the_fixed_split():
+    full = image_task().load_data(DATA_CFG, CPU)
+    sub = image_task(train_size=100, test_size=50).load_data(DATA_CFG, CPU)
+    assert torch.equal(sub.train.y, full.train.y[:100]) and len(sub.test) == 50
+    with pytest.raises(ConfigError, match="task.train_size"):
+        image_task(train_size=10**6).load_data(DATA_CFG, CPU)
+
+
+def test_archives_are_copied_from_the_mirror_and_md5_checked(tmp_path):
+    root = tmp_path / "root"
+    data = image_task().load_data({**DATA_CFG, "root": str(root)}, CPU)
+    assert len(data.test) == 10000
+    assert (root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file()
+
+
+def test_corrupted_archive_is_refused_with_its_path(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in (MIRROR / "MNIST" / "raw").iterdir():
+        shutil.copy(f, raw / f.name)
+    with open(raw / "t10k-labels-idx1-ubyte.gz", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    with pytest.raises(ConfigError, match="t10k-labels-idx1-ubyte.gz is corrupted"):
+        image_task().load_data({**DATA_CFG, "root": str(tmp_path), "source": None}, CPU)
+
+
+def test_missing_cifar_is_a_clear_error_not_fake_data(tmp_path):
+    task = make_task({"name": "cifar10_cnn", "val_size": 5000, "train_size": None,
+                      "test_size": None, "data_seed": 0})
+    with pytest.raises(ConfigError, match="CIFAR-10 not found.*data.download=true"):
+        task.load_data({**DATA_CFG, "root": str(tmp_path)}, CPU)
+    generated = task.load_data({**DATA_CFG, "root": str(tmp_path), "generated": True}, CPU)
+    assert generated.train.x.shape[1:] == (3, 32, 32)
+
+
+def quadratic(**kw):
+    cfg = {"name": "quadratic", "dim": 20, "rows": 20, "kappa": 100.0, "mu": 0.5,
+           "spectrum": "linear", "noise_std": 0.0, "data_seed": 0, "dtype": "float64", **kw}
+    task = make_task(cfg)
+    return task, task.load_data({}, CPU)
+
+
+@pytest.mark.parametrize("spectrum", ["linear", "log"])
+def test_quadratic_hessian_has_the_declared_spectrum(spectrum):
+    task, data = quadratic(spectrum=spectrum)
+    m = data.train.x
+    eig = torch.linalg.eigvalsh(m.T @ m / m.shape[0])
+    assert eig.min().item() == pytest.approx(0.5, rel=1e-10)
+    assert eig.max().item() == pytest.approx(50.0, rel=1e-10)
+    assert torch.allclose(eig, task.eigenvalues(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("rows,noise", [(20, 0.0), (40, 1.0)])
+def test_quadratic_suboptimality_is_exact(rows, noise):
+    task, data = quadratic(rows=rows, noise_std=noise)
+    model = task.build_model().double()
+    metrics = task.evaluate(model, data.train, 1000)
+    assert metrics["suboptimality"] == pytest.approx(metrics["loss"] - task.f_star, rel=1e-9)
+    with torch.no_grad():
+        model.weight[0] = task.x_star
+    at_opt = task.evaluate(model, data.train, 1000)
+    assert at_opt["suboptimality"] < 1e-20 and at_opt["loss"] == pytest.approx(task.f_star, abs=1e-12)
+    assert (task.f_star > 0.1) == (noise > 0)  # noise and n > d leave a positive optimum value
+
+
+def test_linreg_matches_the_article_setting():
+    task = make_task({"name": "linreg", "n_train": 1000, "n_val": 1000, "n_test": 1000,
+                      "noise_std": 20.0, "data_seed": 42})
+    data = task.load_data({}, CPU)
+    assert data.train.x.shape == (1000, 1)
+    residual = data.test.y - task.w * data.test.x[:, 0]
+    assert residual.std().item() == pytest.approx(20.0, rel=0.1)
+    assert 0 < task.w < 100
+
+
+@pytest.mark.parametrize("cfg,match", [
+    ({"name": "quadratic", "dim": 10, "rows": 5}, "task.rows"),
+    ({"name": "nope"}, "unknown task"),
+    ({"name": "linreg", "n_train": 10, "n_val": 10, "n_test": 10, "noise_std": 1.0,
+      "data_seed": 0, "extra": 1}, "task.extra"),
+])
+def test_bad_task_settings_are_refused(cfg, match):
+    if cfg["name"] == "quadratic":
+        cfg = {"kappa": 10.0, "mu": 1.0, "spectrum": "linear", "noise_std": 0.0, "data_seed": 0,
+               "dtype": "float32", **cfg}
+    with pytest.raises(ConfigError, match=match):
+        make_task(cfg)
