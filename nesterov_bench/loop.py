@@ -1,0 +1,189 @@
+"""The one training loop, shared by every optimizer so the comparison is fair by construction.
+
+The loop owns batches, steps, the evaluation schedule and the divergence stop. It does not know
+where metrics go: it hands each record to a callback (the run store and the W&B mirror listen).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .errors import ConfigError
+from .tasks import Data, Split, Task
+
+#: record(step, epoch, split, {metric: value}, time_s)
+Record = Callable[[int, float, str, dict[str, float], float], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train:`` block of the config; see conf/config.yaml for units."""
+
+    epochs: int
+    batch_size: int | None  # None = full batch
+    log_every: int
+    eval_every: int
+    eval_train_size: int | None
+    eval_batch_size: int
+    max_steps: int | None = None  # stop early after this many steps (None = the epochs budget)
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any]) -> TrainConfig:
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"unknown setting {', '.join('train.' + k for k in unknown)}")
+        bs = d["batch_size"]
+        if bs == "full":
+            bs = None
+        elif not _positive_int(bs):
+            raise ConfigError(f"train.batch_size must be a positive integer or 'full', got {bs!r}")
+        for key in ("epochs", "log_every", "eval_every", "eval_batch_size"):
+            if key not in d:
+                raise ConfigError(f"train.{key} is missing")
+            if not _positive_int(d[key]):
+                raise ConfigError(f"train.{key} must be a positive integer, got {d[key]!r}")
+        for key in ("eval_train_size", "max_steps"):
+            if d.get(key) is not None and not _positive_int(d[key]):
+                raise ConfigError(f"train.{key} must be a positive integer or null, got {d[key]!r}")
+        return cls(d["epochs"], bs, d["log_every"], d["eval_every"], d.get("eval_train_size"),
+                   d["eval_batch_size"], d.get("max_steps"))
+
+    def check_against(self, n_train: int) -> None:
+        """Refuse a batch larger than the training split (it would silently become full batch)."""
+        if self.batch_size is not None and self.batch_size > n_train:
+            raise ConfigError(
+                f"train.batch_size={self.batch_size} is larger than the training split ({n_train} "
+                "examples); use train.batch_size=full for full-batch training"
+            )
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+@dataclass
+class Outcome:
+    status: str  # "completed" | "diverged"
+    steps: int
+    epochs: float
+    train_time_s: float  # time spent in training steps, evaluation excluded
+    final: dict[str, float]  # "split/metric" -> value at the last evaluation
+    reason: str | None = None
+
+
+class _Stopwatch:
+    """Accumulates training time only; evaluation runs with the watch stopped.
+
+    On CUDA each read synchronises the device (a host sync point), so it is read only at log points.
+    """
+
+    def __init__(self, device: torch.device):
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.total, self.started = 0.0, None
+
+    def start(self) -> None:
+        self.sync()
+        self.started = time.perf_counter()
+
+    def stop(self) -> float:
+        self.sync()
+        self.total += time.perf_counter() - self.started
+        return self.total
+
+
+def fit(
+    task: Task,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Data,
+    tc: TrainConfig,
+    *,
+    batch_generator: torch.Generator,
+    record: Record,
+    progress: bool = False,
+) -> Outcome:
+    """Train ``model`` for ``tc.epochs`` epochs; evaluate before the first step and every
+    ``tc.eval_every`` epochs; stop early, status ``diverged``, when a loss is NaN or infinite."""
+    train = data.train
+    n = len(train)
+    full_batch = tc.batch_size is None or tc.batch_size >= n
+    bs = n if full_batch else tc.batch_size
+    steps_per_epoch = math.ceil(n / bs)  # the last batch of an epoch may be smaller (no drop_last)
+    total_steps = tc.epochs * steps_per_epoch
+    if tc.max_steps is not None:
+        total_steps = min(total_steps, tc.max_steps)
+    ets = n if tc.eval_train_size is None else min(tc.eval_train_size, n)
+    # A fixed subset (the first examples of the already-shuffled split): the same for every run.
+    eval_splits = {"train": Split(train.x[:ets], train.y[:ets]), **data.evaluation_splits()}
+    watch = _Stopwatch(train.x.device)
+    final: dict[str, float] = {}
+
+    def evaluate(step: int, epoch: float) -> bool:
+        """Record every split's metrics; False when one of the losses is not finite."""
+        model.eval()
+        ok = True
+        for name, split in eval_splits.items():
+            metrics = task.evaluate(model, split, tc.eval_batch_size)
+            record(step, epoch, name, metrics, watch.total)
+            final.update({f"{name}/{k}": v for k, v in metrics.items()})
+            ok = ok and math.isfinite(metrics["loss"])
+        model.train()
+        return ok
+
+    step, status, reason = 0, "completed", None
+    bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+    if not evaluate(0, 0.0):
+        status, reason = "diverged", "non-finite loss at initialisation"
+    running, count = torch.zeros((), device=train.x.device), 0
+    for epoch in range(tc.epochs if status == "completed" else 0):
+        watch.start()
+        # The permutation is drawn on the CPU so the batch order does not depend on the device.
+        perm = None if full_batch else torch.randperm(n, generator=batch_generator).to(train.x.device)
+        for i in range(steps_per_epoch):
+            if full_batch:
+                x, y = train.x, train.y
+            else:
+                idx = perm[i * bs : (i + 1) * bs]
+                x, y = train.x[idx], train.y[idx]
+            loss = task.loss(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            running += loss.detach()
+            count += 1
+            last = i == steps_per_epoch - 1 or step == total_steps
+            if step % tc.log_every == 0 or last:
+                mean = (running / count).item()  # host sync, once per log interval
+                elapsed = watch.stop()
+                record(step, step / steps_per_epoch, "train", {"batch_loss": mean}, elapsed)
+                bar.update(count)
+                bar.set_postfix(loss=f"{mean:.4g}", epoch=epoch + 1, refresh=False)
+                running.zero_()
+                count = 0
+                if not math.isfinite(mean):
+                    status, reason = "diverged", f"non-finite training loss at step {step}"
+                    break
+                if step == total_steps:
+                    break
+                watch.start()
+        else:
+            watch.stop()
+        if status != "completed":
+            break
+        if (epoch + 1) % tc.eval_every == 0 or step == total_steps:
+            if not evaluate(step, step / steps_per_epoch):
+                status, reason = "diverged", f"non-finite evaluation loss at step {step}"
+                break
+        if step == total_steps:
+            break
+    bar.close()
+    return Outcome(status, step, step / steps_per_epoch, watch.total, final, reason)

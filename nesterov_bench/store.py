@@ -1,0 +1,149 @@
+"""The run store: one directory of plain files per run, the single source of truth.
+
+Layout (paths come from the config, never the clock, so a rerun finds what is done)::
+
+    <results_dir>/runs/<experiment_name>/<stage>/<task>/<optimizer>/lr=<lr>[,momentum=<m>]/seed=<s>/
+        run.json          status, resolved config, final metrics, times, environment (written last)
+        metrics.parquet   long format: step, epoch, split, metric, value, time_s
+        wandb/            the offline W&B mirror, if any (not committed)
+
+A run is complete only when ``run.json`` says ``completed`` or ``diverged`` and its metrics file is
+there. Anything else found at a run's path is an unfinished attempt and is cleared before a redo.
+Files are written to a temporary name and renamed, so no reader ever sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+FINISHED = ("completed", "diverged")  # a run in one of these states is never redone unless forced
+METRIC_COLUMNS = ["step", "epoch", "split", "metric", "value", "time_s"]
+LOCK = ".lock"
+
+# Settings that do not change a run's numbers: two configs differing only here are the same run.
+NOT_IDENTITY = ("results_dir", "force", "progress", "device", "threads", "wandb", "data.root",
+                "data.source", "data.download")
+
+
+def hp_dirname(opt: Mapping[str, Any]) -> str:
+    """``lr=0.01,momentum=0.9``: the hyperparameters that tell runs of one optimizer apart."""
+    parts = [f"lr={opt['lr']:g}"]
+    if opt["name"] in ("momentum", "nesterov"):
+        parts.append(f"momentum={opt['momentum']:g}")
+    if opt["name"] == "adam" and (list(opt["betas"]) != [0.9, 0.999] or opt["eps"] != 1e-8):
+        parts.append(f"betas={opt['betas'][0]:g}-{opt['betas'][1]:g},eps={opt['eps']:g}")
+    if opt.get("weight_decay"):
+        parts.append(f"wd={opt['weight_decay']:g}")
+    return ",".join(parts)
+
+
+def run_path(cfg: Mapping[str, Any]) -> Path:
+    return (
+        Path(cfg["results_dir"]) / "runs" / cfg["experiment_name"] / cfg["stage"]
+        / cfg["task"]["name"] / cfg["optimizer"]["name"] / hp_dirname(cfg["optimizer"])
+        / f"seed={cfg['seed']}"
+    )
+
+
+def identity(cfg: Mapping[str, Any]) -> dict:
+    """The config without the settings that do not change a run's numbers (``NOT_IDENTITY``)."""
+    out = json.loads(json.dumps(cfg))
+    for key in NOT_IDENTITY:
+        head, _, tail = key.partition(".")
+        if tail:
+            out.get(head, {}).pop(tail, None)
+        else:
+            out.pop(head, None)
+    return out
+
+
+def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write through ``write(tmp_path)`` then rename: the final name holds a whole file or nothing."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str)))
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    df = pd.DataFrame(rows, columns=METRIC_COLUMNS).astype(
+        {"step": "int64", "epoch": "float64", "split": "string", "metric": "string",
+         "value": "float64", "time_s": "float64"}
+    )
+    write_atomic(path, lambda p: df.to_parquet(p, index=False))
+
+
+def read_run(run_dir: Path) -> dict | None:
+    """The run's record, or None when it is missing or unreadable (an unfinished attempt)."""
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_finished(run_dir: Path) -> bool:
+    record = read_run(run_dir)
+    return (
+        record is not None and record.get("status") in FINISHED
+        and (run_dir / "metrics.parquet").is_file()
+    )
+
+
+class RunBusy(RuntimeError):
+    """Another process holds this run's lock (a concurrent sweep is training it)."""
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory for the length of a run.
+
+    ``flock`` is released by the kernel when the process dies, even by SIGKILL, so a killed run
+    never leaves a stale lock behind; a second process asking for the same run gets RunBusy.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            raise RunBusy(f"{run_dir} is being trained by another process") from e
+        yield
+    finally:
+        os.close(fd)
+
+
+def clear_unfinished(run_dir: Path) -> None:
+    """Remove what an earlier, unfinished (or replaced) attempt left, keeping the lock file."""
+    for child in run_dir.iterdir():
+        if child.name == LOCK:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()

@@ -1,0 +1,233 @@
+"""Train one run: one task x one optimizer x one seed, recorded as a run directory.
+
+    python -m nesterov_bench.train task=mnist_logreg optimizer=nesterov seed=0
+    python -m nesterov_bench.train -m optimizer=gd,momentum,nesterov,adam seed=0,1   # a sweep
+
+Everything a run needs is checked before anything is written: a bad setting is one line on
+stderr, exit status 2, and no run directory. A run whose directory already holds a finished
+record is skipped (``force=true`` redoes it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import optimizers, store
+from .env import environment
+from .errors import ConfigError
+from .loop import TrainConfig, fit
+from .tasks import Task, make_task
+from .tracking import MODES, Mirror
+
+log = logging.getLogger("nesterov_bench")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+TOP_LEVEL = {"seed", "device", "threads", "deterministic", "results_dir", "experiment_name", "stage",
+             "force", "progress", "task", "optimizer", "train", "data", "wandb", "profile",
+             "experiment"}
+
+
+@dataclass
+class Settings:
+    """A run's config, validated: everything ``run`` needs, and nothing touched on disk yet."""
+
+    cfg: dict  # the resolved config as plain containers (what run.json records)
+    task: Task
+    opt: optimizers.OptimizerConfig
+    train: TrainConfig
+    device: torch.device
+    seed: int
+
+
+def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
+    """Validate a composed config; raise ConfigError (one line) on the first bad setting."""
+    if isinstance(cfg, DictConfig):
+        try:
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        except Exception as e:  # noqa: BLE001 -- an interpolation that cannot resolve
+            raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from e
+    cfg = dict(cfg)
+    unknown = sorted(set(cfg) - TOP_LEVEL)
+    if unknown:
+        raise ConfigError(f"unknown setting {', '.join(unknown)}")
+    seed = cfg["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    for key in ("experiment_name", "stage"):
+        if not isinstance(cfg[key], str) or not cfg[key] or "/" in cfg[key]:
+            raise ConfigError(f"{key} must be a non-empty name without '/', got {cfg[key]!r}")
+    threads = cfg["threads"]
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
+                                or threads < 1):
+        raise ConfigError(f"threads must be a positive integer or null, got {threads!r}")
+    if cfg["progress"] not in ("auto", True, False):
+        raise ConfigError(f"progress must be auto, true or false, got {cfg['progress']!r}")
+    if cfg["wandb"]["mode"] not in MODES:
+        raise ConfigError(f"wandb.mode must be one of {', '.join(MODES)}, got {cfg['wandb']['mode']!r}")
+    return Settings(
+        cfg=cfg,
+        task=make_task(cfg["task"]),
+        opt=optimizers.OptimizerConfig.from_mapping(cfg["optimizer"]),
+        train=TrainConfig.from_mapping(cfg["train"]),
+        device=resolve_device(cfg["device"]),
+        seed=seed,
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but torch sees no CUDA GPU here; use device=cpu or device=auto")
+        return torch.device("cuda")
+    raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+
+
+def derived_seed(seed: int, purpose: int) -> int:
+    """Independent streams from one seed (model init = 0, batch order = 1): no two share a stream."""
+    return int(np.random.SeedSequence([seed, purpose]).generate_state(1)[0])
+
+
+def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
+    """Train (or skip, if already finished) the run the config describes; return its record."""
+    s = resolve(cfg)
+    if s.cfg["threads"] is not None:
+        torch.set_num_threads(s.cfg["threads"])
+    if s.device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    torch.use_deterministic_algorithms(bool(s.cfg["deterministic"]), warn_only=False)
+
+    run_dir = store.run_path(s.cfg)
+    if store.is_finished(run_dir) and not s.cfg["force"]:
+        return _skip(run_dir, s)
+
+    # Everything that can be refused is checked before the run directory exists.
+    data = s.task.load_data(s.cfg["data"], s.device)
+    s.train.check_against(len(data.train))
+
+    try:
+        with store.locked(run_dir):
+            if store.is_finished(run_dir) and not s.cfg["force"]:  # finished while we loaded data
+                return _skip(run_dir, s)
+            store.clear_unfinished(run_dir)
+            return _train(s, data, run_dir)
+    except store.RunBusy as e:
+        log.warning("skipped: %s", e)
+        return {"status": "busy", "run_dir": str(run_dir)}
+
+
+def _skip(run_dir: Path, s: Settings) -> dict:
+    record = store.read_run(run_dir)
+    changed = store.differences(store.identity(record["config"]), store.identity(s.cfg))
+    if changed:
+        raise ConfigError(
+            f"{run_dir} holds a finished run with other settings ({', '.join(changed)}); "
+            "rerun with force=true to replace it, or set results_dir or experiment_name"
+        )
+    log.info("skipped (already %s): %s", record["status"], run_dir)
+    return record
+
+
+def _train(s: Settings, data, run_dir: Path) -> dict:
+    cfg = s.cfg
+    name = f"{cfg['task']['name']}__{s.opt.name}__{store.hp_dirname(cfg['optimizer'])}__seed={s.seed}"
+    mirror = Mirror(
+        cfg["wandb"], run_dir, name=name,
+        group=f"{cfg['experiment_name']}__{cfg['task']['name']}__{s.opt.name}",
+        job_type=cfg["stage"],
+        tags=[cfg["task"]["name"], s.opt.name, cfg["experiment_name"], cfg["stage"]],
+        config=cfg,
+    )
+    rows: list[dict] = []
+
+    def record(step: int, epoch: float, split: str, metrics: dict[str, float], time_s: float):
+        rows.extend(dict(step=step, epoch=epoch, split=split, metric=k, value=v, time_s=time_s)
+                    for k, v in metrics.items())
+        mirror.log(step, split, metrics)
+
+    started, t0 = datetime.now(UTC), time.perf_counter()
+    base = {"schema_version": store.SCHEMA_VERSION, "run_dir": str(run_dir), "config": cfg,
+            "started_at": started.isoformat(), "environment": environment(s.device)}
+    try:
+        torch.manual_seed(derived_seed(s.seed, 0))
+        model = s.task.build_model().to(s.device)
+        opt = optimizers.build(model.parameters(), s.opt)
+        progress = sys.stderr.isatty() if cfg["progress"] == "auto" else bool(cfg["progress"])
+        outcome = fit(
+            s.task, model, opt, data, s.train,
+            batch_generator=torch.Generator().manual_seed(derived_seed(s.seed, 1)),
+            record=record, progress=progress,
+        )
+        store.write_metrics(run_dir / "metrics.parquet", rows)
+        result = {
+            **base, "status": outcome.status, "reason": outcome.reason, "final": outcome.final,
+            "steps": outcome.steps, "epochs": outcome.epochs, "train_time_s": outcome.train_time_s,
+            "wall_time_s": time.perf_counter() - t0, "finished_at": datetime.now(UTC).isoformat(),
+        }
+        store.write_json(run_dir / "run.json", result)  # last: its presence marks the run finished
+    except BaseException as e:
+        _record_failure(run_dir, base, e, t0)
+        mirror.finish("failed", {})
+        raise
+    mirror.finish(outcome.status, outcome.final)
+    log.info("%s: %s in %.1fs -> %s", outcome.status, name, result["wall_time_s"], run_dir)
+    return result
+
+
+def _record_failure(run_dir: Path, base: dict, e: BaseException, t0: float) -> None:
+    """Leave a ``failed`` record (never counted as finished; the next attempt redoes the run)."""
+    (run_dir / "metrics.parquet").unlink(missing_ok=True)
+    try:
+        store.write_json(run_dir / "run.json", {
+            **base, "status": "failed", "reason": f"{type(e).__name__}: {e}".splitlines()[0],
+            "wall_time_s": time.perf_counter() - t0,
+        })
+    except OSError:
+        pass  # e.g. the disk is full: no record at all also reads as unfinished
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def main() -> None:
+    """Entry point: check the overrides in one line of output, then hand over to Hydra."""
+    from .cli import check_overrides
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()
+
+
+def _hydra_entry(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _hydra_main() -> None:
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_hydra_entry)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Real runs at tiny sizes: every task with every optimizer, the files they leave, and their guarantees."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from nesterov_bench.store import METRIC_COLUMNS, run_path
+from nesterov_bench.tasks import TASKS
+
+from .conftest import DATA, SMALL_IMAGES, cli, compose_config, overrides, train
+
+OPTIMIZERS = ["gd", "momentum", "nesterov", "adam"]
+
+
+def small(task: str) -> list[str]:
+    """Tiny budgets per task; images from the real datasets (CIFAR-10 generated: not to be had here)."""
+    if task == "linreg":
+        return ["train.epochs=2"]
+    if task == "quadratic":
+        return ["train.epochs=20", "task.dim=10", "optimizer.lr=0.01"]  # stable: lr < 2/L = 0.02
+    extra = ["data.generated=true"] if task == "cifar10_cnn" else []
+    return [*SMALL_IMAGES, "train.max_steps=6", "train.log_every=2", *extra]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_trains_with_every_optimizer(tmp_path, task, optimizer):
+    record = train(tmp_path, f"task={task}", f"optimizer={optimizer}", *small(task))
+    assert record["status"] == "completed", record.get("reason")
+    run_dir = tmp_path / "runs" / "adhoc" / "single" / task / optimizer
+    (seed_dir,) = run_dir.glob("*/seed=0")
+    on_disk = json.loads((seed_dir / "run.json").read_text())
+    assert on_disk["status"] == "completed"
+    assert on_disk["config"]["task"]["name"] == task
+    df = pd.read_parquet(seed_dir / "metrics.parquet")
+    assert list(df.columns) == METRIC_COLUMNS
+    splits = set(df.split)
+    assert "train" in splits
+    if task not in ("quadratic",):
+        assert {"val", "test"} <= splits
+    if task.endswith(("_cnn", "_mlp", "_logreg")):
+        assert {"loss", "accuracy"} <= set(df[df.split == "test"].metric)
+        assert 0.0 <= on_disk["final"]["test/accuracy"] <= 1.0
+    if task == "quadratic":
+        assert "suboptimality" in set(df.metric)
+    assert (df.step.diff().dropna() >= 0).all()
+
+
+@pytest.mark.parametrize("task,optimizer", [
+    ("linreg", "momentum"), ("quadratic", "nesterov"), ("mnist_logreg", "nesterov"),
+    ("mnist_mlp", "adam"), ("mnist_cnn", "gd"), ("fmnist_cnn", "momentum"), ("cifar10_cnn", "adam"),
+])
+def test_command_line_run_leaves_its_files(tmp_path, task, optimizer):
+    proc = cli(f"results_dir={tmp_path}", f"task={task}", f"optimizer={optimizer}", "seed=0",
+               *DATA, *small(task))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (seed_dir,) = (tmp_path / "runs" / "adhoc" / "single" / task / optimizer).glob("*/seed=0")
+    assert {"run.json", "metrics.parquet", "wandb"} <= {p.name for p in seed_dir.iterdir()}
+    record = json.loads((seed_dir / "run.json").read_text())
+    env = record["environment"]
+    for key in ("python", "torch", "cuda", "device_name", "cpu_count", "git_commit", "git_dirty",
+                "packages"):
+        assert key in env
+    assert record["wall_time_s"] > 0 and record["status"] == "completed"
+    # the offline W&B run lies inside the run directory, named after the run
+    assert list((seed_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_run_path_comes_from_config_not_clock(tmp_path):
+    cfg = compose_config(overrides(tmp_path, "task=linreg", "optimizer=nesterov", "seed=3",
+                                   "optimizer.lr=0.05"))
+    from omegaconf import OmegaConf
+
+    path = run_path(OmegaConf.to_container(cfg, resolve=True))
+    assert path == tmp_path / "runs/adhoc/single/linreg/nesterov/lr=0.05,momentum=0.9/seed=3"
+
+
+def test_same_config_and_seed_give_identical_metrics_across_processes(tmp_path):
+    args = ["task=mnist_mlp", "optimizer=nesterov", "seed=1", *DATA, *SMALL_IMAGES,
+            "train.max_steps=8", "train.log_every=1", "wandb.mode=disabled"]
+    frames = []
+    for name in ("a", "b"):
+        proc = cli(f"results_dir={tmp_path / name}", *args)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (f,) = (tmp_path / name).glob("runs/**/metrics.parquet")
+        frames.append(pd.read_parquet(f).drop(columns="time_s"))
+    pd.testing.assert_frame_equal(frames[0], frames[1], check_exact=True)
+    other = train(tmp_path / "c", "task=mnist_mlp", "optimizer=nesterov", "seed=2", *SMALL_IMAGES,
+                  "train.max_steps=8", "train.log_every=1")
+    assert other["final"]["train/loss"] != frames[0][frames[0].metric == "loss"].value.iloc[-1]
+
+
+def test_nan_loss_ends_run_as_diverged_and_keeps_metrics(tmp_path):
+    record = train(tmp_path, "task=linreg", "optimizer=momentum", "optimizer.lr=1e6",
+                   "train.epochs=5", "train.log_every=1")
+    assert record["status"] == "diverged"
+    assert "non-finite" in record["reason"]
+    assert record["steps"] < 5 * 32
+    (f,) = tmp_path.glob("runs/**/metrics.parquet")
+    df = pd.read_parquet(f)
+    assert len(df[df.metric == "batch_loss"]) == record["steps"]  # every step up to the stop is kept
+
+
+def test_finished_run_is_skipped_and_a_changed_one_refused(tmp_path):
+    first = train(tmp_path, "task=linreg", "train.epochs=1")
+    again = train(tmp_path, "task=linreg", "train.epochs=1")
+    assert again["started_at"] == first["started_at"]  # skipped: the record on disk is returned
+    from nesterov_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"other settings \(train.epochs\).*force=true"):
+        train(tmp_path, "task=linreg", "train.epochs=2")
+    forced = train(tmp_path, "task=linreg", "train.epochs=2", "force=true")
+    assert forced["started_at"] != first["started_at"] and forced["steps"] == 2 * 32
+
+
+def test_half_written_run_is_redone(tmp_path):
+    cfg = overrides(tmp_path, "task=linreg", "train.epochs=1")
+    from omegaconf import OmegaConf
+
+    run_dir = run_path(OmegaConf.to_container(compose_config(cfg), resolve=True))
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text('{"status": "compl')  # truncated by a crash
+    (run_dir / "metrics.parquet").write_bytes(b"PAR1 garbage")
+    record = train(tmp_path, "task=linreg", "train.epochs=1")
+    assert record["status"] == "completed"
+    assert len(pd.read_parquet(run_dir / "metrics.parquet")) > 0
+
+
+@pytest.mark.parametrize("task,optimizer,lr,threshold", [
+    ("mnist_logreg", "nesterov", 0.01, 0.89),  # the second article's setting (batch 64, momentum 0.9)
+    ("mnist_cnn", "adam", 0.001, 0.97),
+])
+def test_one_epoch_reaches_article_level_accuracy(tmp_path, task, optimizer, lr, threshold):
+    record = train(tmp_path, f"task={task}", f"optimizer={optimizer}", f"optimizer.lr={lr}",
+                   "train.epochs=1", "train.batch_size=64" if task == "mnist_logreg" else "seed=0",
+                   "threads=2")
+    assert record["status"] == "completed"
+    assert record["final"]["test/accuracy"] >= threshold, record["final"]
