@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint clean-scratch
+.PHONY: help setup test lint reproduce
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -19,3 +19,9 @@ test: ## Run the test suite (CPU only, real MNIST/Fashion-MNIST from ../shared/d
 
 lint: ## Check style with ruff
 	$(VENV)/bin/ruff check nesterov_bench tests scripts
+
+PROFILE ?= paper
+RESULTS ?= results
+LAUNCHER ?=
+reproduce: ## Rebuild a profile's results: tune, select, final, recipes (PROFILE=smoke|quick|paper, LAUNCHER=joblib)
+	$(PY) -m nesterov_bench.reproduce --profile $(PROFILE) --results $(RESULTS) $(if $(LAUNCHER),--launcher $(LAUNCHER))

@@ -8,6 +8,7 @@ torchvision. Anything else is a ConfigError naming the path and both ways to fix
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -70,7 +71,17 @@ def stage_mnist_like(name: str, root: Path, source: Path | None, download: bool)
 
 
 def load_images(name: str, root: str | Path, source: str | Path | None, download: bool):
-    """Return ``(train_x, train_y, test_x, test_y)``: uint8 images (N, C, H, W) and int64 labels."""
+    """Return ``(train_x, train_y, test_x, test_y)``: uint8 images (N, C, H, W) and int64 labels.
+
+    Cached per process: a sweep of many runs in one process reads each dataset once (callers must
+    not modify the returned tensors in place).
+    """
+    return _load_images(name, str(Path(root).expanduser().resolve()),
+                        str(source) if source else None, bool(download))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_images(name: str, root: str | Path, source: str | Path | None, download: bool):
     root = Path(root).expanduser()
     source = Path(source).expanduser() if source else None
     if name in MIRRORED:

@@ -34,6 +34,7 @@ class TrainConfig:
     eval_train_size: int | None
     eval_batch_size: int
     max_steps: int | None = None  # stop early after this many steps (None = the epochs budget)
+    epoch_decay: float = 0.0  # the second article's per-step decay, reproduced as written (0 = off)
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -53,8 +54,11 @@ class TrainConfig:
         for key in ("eval_train_size", "max_steps"):
             if d.get(key) is not None and not _positive_int(d[key]):
                 raise ConfigError(f"train.{key} must be a positive integer or null, got {d[key]!r}")
+        decay = d.get("epoch_decay", 0.0)
+        if isinstance(decay, bool) or not isinstance(decay, int | float) or not math.isfinite(decay):
+            raise ConfigError(f"train.epoch_decay must be a number, got {decay!r}")
         return cls(d["epochs"], bs, d["log_every"], d["eval_every"], d.get("eval_train_size"),
-                   d["eval_batch_size"], d.get("max_steps"))
+                   d["eval_batch_size"], d.get("max_steps"), float(decay))
 
     def check_against(self, n_train: int) -> None:
         """Refuse a batch larger than the training split (it would silently become full batch)."""
@@ -97,6 +101,29 @@ class _Stopwatch:
         self.sync()
         self.total += time.perf_counter() - self.started
         return self.total
+
+
+def _article_decay_step(model: nn.Module, optimizer: torch.optim.Optimizer, decay: float,
+                        epoch: int) -> None:
+    """The second article's extra step, exactly as written after each ``optimizer.step()``::
+
+        weight_decay_factor = weight_decay * (epoch - 1)   # epoch from range(num_epochs): 0, 1, ...
+        optimizer.zero_grad()
+        for param in model.parameters():
+            param.data -= weight_decay_factor * param.data
+        optimizer.step()
+
+    In epoch 0 the factor is -decay, so every step *grows* the weights by (1 + decay); in epoch 1 it
+    is 0; afterwards it shrinks them ever harder. The second ``step()`` follows ``zero_grad()``, which
+    sets gradients to None, so every optimizer skips it (it would move the weights again along the
+    momentum buffer only if gradients were zeroed instead, ``set_to_none=False``).
+    """
+    factor = decay * (epoch - 1)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sub_(factor * p)
+    optimizer.step()
 
 
 def fit(
@@ -157,6 +184,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if tc.epoch_decay:
+                _article_decay_step(model, optimizer, tc.epoch_decay, epoch)
             step += 1
             running += loss.detach()
             count += 1

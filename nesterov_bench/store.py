@@ -32,7 +32,7 @@ LOCK = ".lock"
 
 # Settings that do not change a run's numbers: two configs differing only here are the same run.
 NOT_IDENTITY = ("results_dir", "force", "progress", "device", "threads", "wandb", "data.root",
-                "data.source", "data.download")
+                "data.source", "data.download", "sweep", "lr_grid", "lr_index")
 
 
 def hp_dirname(opt: Mapping[str, Any]) -> str:
@@ -48,10 +48,12 @@ def hp_dirname(opt: Mapping[str, Any]) -> str:
 
 
 def run_path(cfg: Mapping[str, Any]) -> Path:
+    hp = hp_dirname(cfg["optimizer"])
+    if cfg["train"].get("epoch_decay"):
+        hp += f",epoch_decay={cfg['train']['epoch_decay']:g}"
     return (
         Path(cfg["results_dir"]) / "runs" / cfg["experiment_name"] / cfg["stage"]
-        / cfg["task"]["name"] / cfg["optimizer"]["name"] / hp_dirname(cfg["optimizer"])
-        / f"seed={cfg['seed']}"
+        / cfg["task"]["name"] / cfg["optimizer"]["name"] / hp / f"seed={cfg['seed']}"
     )
 
 

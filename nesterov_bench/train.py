@@ -10,6 +10,7 @@ record is skipped (``force=true`` redoes it).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -24,18 +25,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import optimizers, store
+from . import optimizers, protocol, store
 from .env import environment
 from .errors import ConfigError
 from .loop import TrainConfig, fit
 from .tasks import Task, make_task
 from .tracking import MODES, Mirror
 
+protocol.register_resolvers()  # ${tuned_lr:...} in experiment=final
 log = logging.getLogger("nesterov_bench")
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TOP_LEVEL = {"seed", "device", "threads", "deterministic", "results_dir", "experiment_name", "stage",
-             "force", "progress", "task", "optimizer", "train", "data", "wandb", "profile",
-             "experiment"}
+             "force", "progress", "task", "optimizer", "train", "data", "wandb", "lr_index",
+             "lr_grid", "sweep"}
 
 
 @dataclass
@@ -144,7 +146,7 @@ def _skip(run_dir: Path, s: Settings) -> dict:
 
 def _train(s: Settings, data, run_dir: Path) -> dict:
     cfg = s.cfg
-    name = f"{cfg['task']['name']}__{s.opt.name}__{store.hp_dirname(cfg['optimizer'])}__seed={s.seed}"
+    name = f"{cfg['task']['name']}__{s.opt.name}__{run_dir.parent.name}__seed={s.seed}"
     mirror = Mirror(
         cfg["wandb"], run_dir, name=name,
         group=f"{cfg['experiment_name']}__{cfg['task']['name']}__{s.opt.name}",
@@ -161,6 +163,7 @@ def _train(s: Settings, data, run_dir: Path) -> dict:
 
     started, t0 = datetime.now(UTC), time.perf_counter()
     base = {"schema_version": store.SCHEMA_VERSION, "run_dir": str(run_dir), "config": cfg,
+            "selection": dataclasses.asdict(s.task.selection),
             "started_at": started.isoformat(), "environment": environment(s.device)}
     try:
         torch.manual_seed(derived_seed(s.seed, 0))

@@ -9,7 +9,8 @@ from nesterov_bench.tasks import TASKS
 from nesterov_bench.train import resolve
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUP_FILES = sorted(p for p in CONF.glob("*/*.yaml") if p.parent.name != "hydra")
+GROUP_FILES = sorted(p for p in CONF.glob("*/*.yaml") if p.parent.name not in ("hydra", "experiment"))
+PROFILES = sorted(p.stem for p in (CONF / "profile").glob("*.yaml"))
 
 
 def test_every_group_file_is_tested():
@@ -31,6 +32,38 @@ def test_group_file_composes(path: Path):
 def test_every_task_with_every_optimizer_resolves(task: str, optimizer: str):
     s = resolve(compose_config([f"task={task}", f"optimizer={optimizer}"]))
     assert (s.task.name, s.opt.name) == (task, optimizer)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_profile_budget_composes(profile, task):
+    if profile != "default":
+        assert (CONF / "budget" / profile / f"{task}.yaml").is_file(), "each profile budgets every task"
+    s = resolve(compose_config([f"profile={profile}", f"task={task}"]))
+    assert s.task.name == task
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_experiment_composes(tmp_path, experiment, profile):
+    from nesterov_bench.store import write_json
+
+    name = "default" if profile == "default" else profile
+    choices = {t: {o: {"lr": 0.01} for o in ("gd", "momentum", "nesterov", "adam")} for t in TASKS}
+    (tmp_path / "tuned").mkdir()
+    write_json(tmp_path / "tuned" / f"{name}.json", {"choices": choices})
+    s = resolve(compose_config([f"experiment={experiment}", f"profile={profile}",
+                                f"results_dir={tmp_path}"]))
+    assert s.cfg["experiment_name"].startswith(name)
+
+
+@pytest.mark.parametrize("launcher", sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml")))
+def test_launcher_configs_compose(launcher):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert "_target_" in cfg.hydra.launcher
 
 
 def test_task_configs_match_registry():

@@ -1,0 +1,164 @@
+"""The tuning protocol: choose each (task, optimizer)'s learning rate from the tuning runs' files.
+
+Rule (stated once, here): among the tuning runs of one task and optimizer (one seed, the optimizer's
+``lr_grid``), rank by the task's selection metric at the end of the budget -- validation accuracy
+for classifiers (higher is better), validation loss for regression, suboptimality on the quadratic
+(lower is better). A run that diverged, failed or ended with a non-finite value ranks last. Ties go
+to the smaller learning rate (the more conservative choice). A choice at either end of the grid is
+flagged: the grid should then be widened, and the selection says so.
+
+The choices are written to ``<results_dir>/tuned/<study>.json``; the final stage reads them through
+the ``${tuned_lr:...}`` config resolver and never re-tunes.
+
+    python -m nesterov_bench.select --profile quick [--results results] [--study main|momentum]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from . import store
+from .errors import ConfigError
+
+
+def tuned_path(results_dir: str | Path, name: str) -> Path:
+    return Path(results_dir) / "tuned" / f"{name}.json"
+
+
+def tuned_lr(results_dir: str, name: str, task: str, optimizer: str) -> float:
+    """Config resolver ``${tuned_lr:results_dir,name,task,optimizer}``: the chosen learning rate."""
+    path = tuned_path(results_dir, name)
+    hint = f"run `python -m nesterov_bench.select --profile {name}` after the tune stage"
+    try:
+        choices = json.loads(path.read_text())["choices"]
+    except OSError:
+        raise ConfigError(f"no tuned learning rates: {path} is missing; {hint}") from None
+    except (ValueError, KeyError):
+        raise ConfigError(f"{path} is unreadable; {hint}") from None
+    try:
+        return float(choices[task][optimizer]["lr"])
+    except KeyError:
+        raise ConfigError(f"{path} has no learning rate for {task} x {optimizer}; {hint}") from None
+
+
+def _index(seq, i):
+    """Config resolver ``${index:list,i}``: the i-th element (the tune stage's lr_grid[lr_index])."""
+    if i is None or not 0 <= int(i) < len(seq):
+        raise ConfigError(f"lr_index must be an integer in [0, {len(seq) - 1}], got {i!r}")
+    return seq[int(i)]
+
+
+def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("tuned_lr", tuned_lr, replace=True)
+    OmegaConf.register_new_resolver("index", _index, replace=True)
+
+
+def _score(record: dict) -> float:
+    """The selection value oriented so that lower is better; +inf for a run that must rank last."""
+    sel = record["selection"]
+    value = record.get("final", {}).get(f"{sel['split']}/{sel['metric']}")
+    if record.get("status") != "completed" or value is None or not math.isfinite(value):
+        return math.inf
+    return value if sel["mode"] == "min" else -value
+
+
+def choose(records: list[dict]) -> dict:
+    """Pick one learning rate from the tuning records of one (task, optimizer[, momentum])."""
+    ranked = sorted(records, key=lambda r: (_score(r), r["config"]["optimizer"]["lr"]))
+    best = ranked[0]
+    sel = best["selection"]
+    grid = sorted(best["config"]["lr_grid"])
+    lr = best["config"]["optimizer"]["lr"]
+    found = sorted(r["config"]["optimizer"]["lr"] for r in records)
+    return {
+        "lr": lr,
+        "metric": f"{sel['split']}/{sel['metric']}",
+        "mode": sel["mode"],
+        "value": best.get("final", {}).get(f"{sel['split']}/{sel['metric']}"),
+        "all_diverged": math.isinf(_score(best)),
+        "at_edge": lr in (grid[0], grid[-1]),
+        "grid": grid,
+        "missing": [x for x in grid if x not in found],
+        "runs": {f"{r['config']['optimizer']['lr']:g}": {"status": r["status"],
+                                                        "value": r.get("final", {}).get(
+                                                            f"{sel['split']}/{sel['metric']}")}
+                 for r in records},
+    }
+
+
+def tuning_records(results_dir: Path, experiment: str) -> list[dict]:
+    root = results_dir / "runs" / experiment / "tune"
+    records = []
+    for run_json in sorted(root.glob("*/*/*/seed=*/run.json")):
+        if store.is_finished(run_json.parent):
+            records.append(store.read_run(run_json.parent))
+    return records
+
+
+def select(results_dir: Path, name: str, study: str = "main") -> tuple[Path, dict, list[str]]:
+    """Write ``tuned/<name>[-momentum].json``; return its path, the choices, and the warnings."""
+    experiment = name if study == "main" else f"{name}-{study}"
+    records = tuning_records(results_dir, experiment)
+    if not records:
+        raise ConfigError(f"no finished tuning runs under {results_dir / 'runs' / experiment / 'tune'}; "
+                          f"run `python -m nesterov_bench.train -m experiment=tune profile={name}` first")
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        opt = r["config"]["optimizer"]
+        key = (r["config"]["task"]["name"], opt["name"])
+        if study == "momentum":
+            key += (f"{opt['momentum']:g}",)
+        groups[key].append(r)
+    choices: dict = {}
+    warnings = []
+    for key, recs in sorted(groups.items()):
+        c = choose(recs)
+        node = choices.setdefault(key[0], {})
+        if study == "momentum":
+            node = node.setdefault(key[1], {})
+        node[key[-1]] = c
+        label = " x ".join(key)
+        if c["missing"]:
+            warnings.append(f"{label}: no finished run for lr {', '.join(f'{x:g}' for x in c['missing'])}")
+        if c["all_diverged"]:
+            warnings.append(f"{label}: every learning rate diverged; lower the grid")
+        elif c["at_edge"]:
+            warnings.append(f"{label}: chosen lr {c['lr']:g} is at the edge of the grid "
+                            f"[{c['grid'][0]:g}, {c['grid'][-1]:g}]; widen lr_grid")
+    out = tuned_path(results_dir, experiment)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    store.write_json(out, {"study": experiment, "rule": __doc__.split("\n\n")[1].replace("\n", " "),
+                           "choices": choices})
+    return out, choices, warnings
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m nesterov_bench.select", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", required=True, help="the study's name (sweep.name; the profile)")
+    ap.add_argument("--results", default="results", help="results_dir of the runs (default: results)")
+    ap.add_argument("--study", default="main", choices=["main", "momentum"])
+    args = ap.parse_args(argv)
+    try:
+        out, choices, warnings = select(Path(args.results), args.profile, args.study)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for task, opts in choices.items():
+        for opt, c in opts.items():
+            if "lr" in c:
+                print(f"{task:14s} {opt:9s} lr={c['lr']:<8g} {c['metric']}={c['value']}")
+            else:
+                for mom, cc in c.items():
+                    print(f"{task:14s} {opt:9s} momentum={mom:<5s} lr={cc['lr']:<8g} "
+                          f"{cc['metric']}={cc['value']}")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {out}")

@@ -1,0 +1,164 @@
+"""Rebuild a profile's results in order: tune -> select -> final -> the articles' recipes.
+
+    python -m nesterov_bench.reproduce --profile quick [--results results] [--launcher joblib]
+
+Each stage is a Hydra multirun of ``nesterov_bench.train`` (its log goes to
+``<results>/logs/<profile>-<stage>.log``). The total number of runs is printed up front, and one
+progress bar counts finished runs across all stages. Everything is resumable: finished runs are
+skipped, so rerunning after an interruption redoes only what was unfinished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from . import store
+from .cli import compose_config
+from .errors import ConfigError
+
+# The articles' own recipes run at their own budgets, except in the smoke profile.
+RECIPES = ("seed000_linreg", "seed002_mnist")
+SMOKE_RECIPE_BUDGET = ["train.max_steps=20"]
+
+
+@dataclass
+class Stage:
+    name: str  # tune | select | final | seed000_linreg | ...
+    overrides: list[str]  # for a training stage; empty for select
+    runs: int = 0
+    stage_dir: Path | None = None  # where its run directories appear
+
+
+def sweep_size(overrides: list[str]) -> tuple[int, Path]:
+    """Runs a multirun will launch (the product of its swept values) and where they land."""
+    cfg = compose_config(overrides)
+    params = OmegaConf.to_container(cfg_hydra_params(overrides), resolve=True) or {}
+    explicit = {o.split("=", 1)[0] for o in overrides if "=" in o}
+    sizes = []
+    parser = OverridesParser.create()
+    for key, value in params.items():
+        if key in explicit:
+            continue
+        sizes.append(len(list(parser.parse_override(f"{key}={value}").sweep_string_iterator()))
+                     if "," in str(value) or "range(" in str(value) else 1)
+    for o in overrides:
+        parsed = parser.parse_override(o)
+        if parsed.is_sweep_override():
+            sizes.append(len(list(parsed.sweep_string_iterator())))
+    stage_dir = Path(cfg.results_dir) / "runs" / cfg.experiment_name / cfg.stage
+    return math.prod(sizes), stage_dir
+
+
+def cfg_hydra_params(overrides: list[str]):
+    """The experiment's ``hydra.sweeper.params`` (compose with the hydra node to read them)."""
+    from hydra import compose, initialize_config_dir
+
+    from .train import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    return cfg.hydra.sweeper.params
+
+
+def finished(stage_dir: Path) -> int:
+    return sum(store.is_finished(p.parent) for p in stage_dir.glob("*/*/*/seed=*/run.json"))
+
+
+def plan(profile: str, results: str, launcher: str | None) -> list[Stage]:
+    common = [f"profile={profile}", f"results_dir={results}"]
+    if launcher:
+        common.append(f"hydra/launcher={launcher}")
+    stages = [Stage("tune", ["experiment=tune", *common]), Stage("select", []),
+              Stage("final", ["experiment=final", *common])]
+    for recipe in RECIPES:
+        extra = SMOKE_RECIPE_BUDGET if profile == "smoke" else []
+        stages.append(Stage(recipe, [f"experiment={recipe}", *common, *extra]))
+    for st in stages:
+        if st.overrides:
+            base = [o for o in st.overrides if not o.startswith("hydra/")]
+            if st.name == "final":  # its lr comes from the tuned file, which does not exist yet
+                base = [*base, "optimizer.lr=1.0"]
+            st.runs, st.stage_dir = sweep_size(base)
+    return stages
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m nesterov_bench.reproduce", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="paper", help="smoke | quick | paper (default: paper)")
+    ap.add_argument("--results", default="results", help="results_dir (default: results)")
+    ap.add_argument("--launcher", default=None,
+                    help="a Hydra launcher, e.g. joblib (parallel jobs on this machine)")
+    args = ap.parse_args(argv)
+    try:
+        stages = plan(args.profile, args.results, args.launcher)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    total = sum(st.runs for st in stages)
+    print(f"profile {args.profile}: {total} runs in all -- "
+          + ", ".join(f"{st.name} {st.runs}" for st in stages if st.overrides))
+    logs = Path(args.results) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    train_stages = [st for st in stages if st.overrides]
+    done0 = sum(finished(st.stage_dir) for st in train_stages)
+    if done0:
+        print(f"{done0} runs already finished: resuming")
+    interactive = sys.stderr.isatty()  # in CI logs: one line per stage instead of a live bar
+    bar = tqdm(total=total, initial=done0, unit="run", dynamic_ncols=True, disable=not interactive)
+    stop = threading.Event()
+
+    def watch() -> None:  # counts finished run directories, whichever launcher made them
+        while not stop.wait(1.0):
+            bar.n = sum(finished(st.stage_dir) for st in train_stages)
+            bar.refresh()
+
+    threading.Thread(target=watch, daemon=True).start()
+    t0 = time.perf_counter()
+    try:
+        for st in stages:
+            bar.set_description(st.name)
+            if st.name == "select":
+                cmd = [sys.executable, "-m", "nesterov_bench.select", "--profile", args.profile,
+                       "--results", args.results]
+            else:
+                cmd = [sys.executable, "-m", "nesterov_bench.train", "-m", *st.overrides]
+            log_path = logs / f"{args.profile}-{st.name}.log"
+            t_stage = time.perf_counter()
+            with open(log_path, "w") as log:
+                code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+            if not interactive:
+                done = f"{finished(st.stage_dir)}/{st.runs} runs finished, " if st.overrides else ""
+                print(f"stage {st.name}: {done}{time.perf_counter() - t_stage:.0f} s", flush=True)
+            if code != 0:
+                stop.set()
+                bar.close()
+                tail = log_path.read_text().splitlines()[-15:]
+                print(f"stage {st.name} failed (exit {code}); last lines of {log_path}:", file=sys.stderr)
+                print("\n".join(tail), file=sys.stderr)
+                sys.exit(code)
+            if st.name == "select":
+                warnings = [ln for ln in log_path.read_text().splitlines() if ln.startswith("warning")]
+                for w in warnings:
+                    tqdm.write(w)
+    finally:
+        stop.set()
+    bar.n = sum(finished(st.stage_dir) for st in train_stages)
+    bar.close()
+    print(f"profile {args.profile}: done in {time.perf_counter() - t0:.0f} s; tuned learning rates in "
+          f"{Path(args.results) / 'tuned' / (args.profile + '.json')}")
+
+
+if __name__ == "__main__":
+    main()
