@@ -35,6 +35,7 @@ class TrainConfig:
     eval_batch_size: int
     max_steps: int | None = None  # stop early after this many steps (None = the epochs budget)
     epoch_decay: float = 0.0  # the second article's per-step decay, reproduced as written (0 = off)
+    evals_per_epoch: int = 1  # evaluations spread evenly over each epoch (finer time-to-target curves)
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -51,6 +52,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} is missing")
             if not _positive_int(d[key]):
                 raise ConfigError(f"train.{key} must be a positive integer, got {d[key]!r}")
+        if not _positive_int(epe := d.get("evals_per_epoch", 1)):
+            raise ConfigError(f"train.evals_per_epoch must be a positive integer, got {epe!r}")
         for key in ("eval_train_size", "max_steps"):
             if d.get(key) is not None and not _positive_int(d[key]):
                 raise ConfigError(f"train.{key} must be a positive integer or null, got {d[key]!r}")
@@ -58,7 +61,7 @@ class TrainConfig:
         if isinstance(decay, bool) or not isinstance(decay, int | float) or not math.isfinite(decay):
             raise ConfigError(f"train.epoch_decay must be a number, got {decay!r}")
         return cls(d["epochs"], bs, d["log_every"], d["eval_every"], d.get("eval_train_size"),
-                   d["eval_batch_size"], d.get("max_steps"), float(decay))
+                   d["eval_batch_size"], d.get("max_steps"), float(decay), d.get("evals_per_epoch", 1))
 
     def check_against(self, n_train: int) -> None:
         """Refuse a batch larger than the training split (it would silently become full batch)."""
@@ -165,6 +168,9 @@ def fit(
         model.train()
         return ok
 
+    # Steps within an epoch (1-based) after which an extra, mid-epoch evaluation runs.
+    mid_epoch = {round(k * steps_per_epoch / tc.evals_per_epoch) for k in range(1, tc.evals_per_epoch)}
+    mid_epoch -= {0, steps_per_epoch}
     step, status, reason = 0, "completed", None
     bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
     if not evaluate(0, 0.0):
@@ -190,7 +196,7 @@ def fit(
             running += loss.detach()
             count += 1
             last = i == steps_per_epoch - 1 or step == total_steps
-            if step % tc.log_every == 0 or last:
+            if step % tc.log_every == 0 or last or i + 1 in mid_epoch:
                 mean = (running / count).item()  # host sync, once per log interval
                 elapsed = watch.stop()
                 record(step, step / steps_per_epoch, "train", {"batch_loss": mean}, elapsed)
@@ -202,6 +208,9 @@ def fit(
                     status, reason = "diverged", f"non-finite training loss at step {step}"
                     break
                 if step == total_steps:
+                    break
+                if i + 1 in mid_epoch and not evaluate(step, step / steps_per_epoch):
+                    status, reason = "diverged", f"non-finite evaluation loss at step {step}"
                     break
                 watch.start()
         else:
