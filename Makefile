@@ -23,5 +23,5 @@ lint: ## Check style with ruff
 PROFILE ?= paper
 RESULTS ?= results
 LAUNCHER ?=
-reproduce: ## Rebuild a profile's results: tune, select, final, recipes (PROFILE=smoke|quick|paper, LAUNCHER=joblib)
+reproduce: ## Rebuild a profile's results: tune, select, final, recipes (PROFILE=smoke|quick|paper, LAUNCHER=local)
 	$(PY) -m nesterov_bench.reproduce --profile $(PROFILE) --results $(RESULTS) $(if $(LAUNCHER),--launcher $(LAUNCHER))

@@ -8,7 +8,10 @@ torchvision. Anything else is a ConfigError naming the path and both ways to fix
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import math
 import os
 import shutil
 from pathlib import Path
@@ -32,14 +35,46 @@ def _writable_dir(path: Path) -> None:
         raise ConfigError(f"data.root: {path} is not writable; set data.root to a writable folder")
 
 
+@contextlib.contextmanager
+def _staging_lock(folder: Path):
+    """Serialise staging of one dataset across processes (parallel jobs share a data root): torchvision
+    extracts archives in place, and a reader must never see half an extracted file."""
+    _writable_dir(folder)
+    with open(folder / ".staging.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released on close, or by the kernel if the process dies
+        yield
+
+
+def _idx_complete(path: Path) -> bool:
+    """Whether an extracted IDX file is whole: its size matches the dimensions in its header."""
+    with open(path, "rb") as f:
+        header = f.read(4)
+        if len(header) < 4:
+            return False
+        ndim = header[3]
+        dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        return False
+    size = 4 + 4 * ndim + math.prod(int.from_bytes(dims[i : i + 4], "big") for i in range(0, 4 * ndim, 4))
+    return path.stat().st_size == size
+
+
 def stage_mnist_like(name: str, root: Path, source: Path | None, download: bool) -> None:
-    """Make sure ``<root>/<name>/raw`` holds the four archives (md5-checked) or their extracted files."""
+    """Make sure ``<root>/<name>/raw`` holds the four archives (md5-checked) and their extracted files."""
+    with _staging_lock(root / name):
+        _stage_mnist_like(name, root, source, download)
+
+
+def _stage_mnist_like(name: str, root: Path, source: Path | None, download: bool) -> None:
     cls = MIRRORED[name]
     raw = root / name / "raw"
     missing = []
     for filename, md5 in cls.resources:
-        if (raw / filename.removesuffix(".gz")).exists():
-            continue  # already extracted by an earlier run
+        extracted = raw / filename.removesuffix(".gz")
+        if extracted.exists():
+            if _idx_complete(extracted):
+                continue  # already extracted by an earlier run
+            extracted.unlink()  # cut short (a killed extraction): extract it again
         archive = raw / filename
         if archive.exists():
             if not check_integrity(str(archive), md5):

@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", default="results", help="results_dir (default: results)")
     ap.add_argument("--launcher", default=None,
                     help="a Hydra launcher, e.g. joblib (parallel jobs on this machine)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan (runs per stage) and stop")
     args = ap.parse_args(argv)
     try:
         stages = plan(args.profile, args.results, args.launcher)
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     total = sum(st.runs for st in stages)
     print(f"profile {args.profile}: {total} runs in all -- "
           + ", ".join(f"{st.name} {st.runs}" for st in stages if st.overrides))
+    if args.dry_run:
+        return
     logs = Path(args.results) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     train_stages = [st for st in stages if st.overrides]

@@ -128,3 +128,29 @@ def test_bad_task_settings_are_refused(cfg, match):
                "dtype": "float32", **cfg}
     with pytest.raises(ConfigError, match=match):
         make_task(cfg)
+
+
+def test_parallel_jobs_stage_one_fresh_data_root_safely(tmp_path):
+    """Two processes staging the same dataset at once (joblib workers) both get whole files."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from nesterov_bench.data import load_images; "
+            "x = load_images('MNIST', sys.argv[1], sys.argv[2], False)[0]; print(x.shape[0])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(MIRROR)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert all(out.strip() == "60000" for out, _ in outs)
+
+
+def test_cut_short_extraction_is_redone(tmp_path):
+    image_task().load_data({**DATA_CFG, "root": str(tmp_path)}, CPU)
+    extracted = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    with open(extracted, "r+b") as f:
+        f.truncate(1000)  # as a killed extraction leaves it
+    from nesterov_bench.data import _load_images
+
+    _load_images.cache_clear()
+    data = image_task().load_data({**DATA_CFG, "root": str(tmp_path)}, CPU)
+    assert len(data.test) == 10000 and extracted.stat().st_size == 16 + 10000 * 28 * 28
