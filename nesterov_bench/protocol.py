@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from . import store
+from . import store, theory
 from .errors import ConfigError
 
 
@@ -58,6 +58,7 @@ def _index(seq, i):
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("tuned_lr", tuned_lr, replace=True)
     OmegaConf.register_new_resolver("index", _index, replace=True)
+    OmegaConf.register_new_resolver("classic", theory.classic, replace=True)
 
 
 def _score(record: dict) -> float:

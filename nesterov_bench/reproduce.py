@@ -1,6 +1,7 @@
-"""Rebuild a profile's results in order: tune -> select -> final -> the articles' recipes.
+"""Rebuild a profile's results in order: tune -> select -> final -> the articles' recipes and the
+quadratic-theory runs -> the analysis (tables, figures and numbers of the paper).
 
-    python -m nesterov_bench.reproduce --profile quick [--results results] [--launcher joblib]
+    python -m nesterov_bench.reproduce --profile quick [--results results] [--launcher local]
 
 Each stage is a Hydra multirun of ``nesterov_bench.train`` (its log goes to
 ``<results>/logs/<profile>-<stage>.log``). The total number of runs is printed up front, and one
@@ -28,7 +29,7 @@ from .cli import compose_config
 from .errors import ConfigError
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
-RECIPES = ("seed000_linreg", "seed002_mnist")
+RECIPES = ("seed000_linreg", "seed002_mnist", "quadratic_theory")
 SMOKE_RECIPE_BUDGET = ["train.max_steps=20"]
 
 
@@ -38,6 +39,7 @@ class Stage:
     overrides: list[str]  # for a training stage; empty for select
     runs: int = 0
     stage_dir: Path | None = None  # where its run directories appear
+    depth: int = 3  # directory levels between stage_dir and seed=N (task/optimizer/hp)
 
 
 def sweep_size(overrides: list[str]) -> tuple[int, Path]:
@@ -71,8 +73,9 @@ def cfg_hydra_params(overrides: list[str]):
     return cfg.hydra.sweeper.params
 
 
-def finished(stage_dir: Path) -> int:
-    return sum(store.is_finished(p.parent) for p in stage_dir.glob("*/*/*/seed=*/run.json"))
+def finished(st: Stage) -> int:
+    pattern = "*/" * st.depth + "seed=*/run.json"
+    return sum(store.is_finished(p.parent) for p in st.stage_dir.glob(pattern))
 
 
 def plan(profile: str, results: str, launcher: str | None) -> list[Stage]:
@@ -90,6 +93,9 @@ def plan(profile: str, results: str, launcher: str | None) -> list[Stage]:
             if st.name == "final":  # its lr comes from the tuned file, which does not exist yet
                 base = [*base, "optimizer.lr=1.0"]
             st.runs, st.stage_dir = sweep_size(base)
+            if st.name == "quadratic_theory":  # its stage name (kappa=...) is swept too
+                st.stage_dir, st.depth = st.stage_dir.parent, 4
+    stages.append(Stage("analyze", []))
     return stages
 
 
@@ -100,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", default="results", help="results_dir (default: results)")
     ap.add_argument("--launcher", default=None,
                     help="a Hydra launcher, e.g. joblib (parallel jobs on this machine)")
+    ap.add_argument("--analysis-out", default="paper/generated",
+                    help="where the analysis writes tables, figures and numbers (default: paper/generated)")
+    ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results block")
     ap.add_argument("--dry-run", action="store_true", help="print the plan (runs per stage) and stop")
     args = ap.parse_args(argv)
     try:
@@ -115,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     logs = Path(args.results) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     train_stages = [st for st in stages if st.overrides]
-    done0 = sum(finished(st.stage_dir) for st in train_stages)
+    done0 = sum(finished(st) for st in train_stages)
     if done0:
         print(f"{done0} runs already finished: resuming")
     interactive = sys.stderr.isatty()  # in CI logs: one line per stage instead of a live bar
@@ -124,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def watch() -> None:  # counts finished run directories, whichever launcher made them
         while not stop.wait(1.0):
-            bar.n = sum(finished(st.stage_dir) for st in train_stages)
+            bar.n = sum(finished(st) for st in train_stages)
             bar.refresh()
 
     threading.Thread(target=watch, daemon=True).start()
@@ -135,6 +144,10 @@ def main(argv: list[str] | None = None) -> None:
             if st.name == "select":
                 cmd = [sys.executable, "-m", "nesterov_bench.select", "--profile", args.profile,
                        "--results", args.results]
+            elif st.name == "analyze":
+                cmd = [sys.executable, "-m", "nesterov_bench.analyze", "--profile", args.profile,
+                       "--results", args.results, "--out", args.analysis_out,
+                       *(["--no-readme"] if args.no_readme else [])]
             else:
                 cmd = [sys.executable, "-m", "nesterov_bench.train", "-m", *st.overrides]
             log_path = logs / f"{args.profile}-{st.name}.log"
@@ -142,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             with open(log_path, "w") as log:
                 code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
             if not interactive:
-                done = f"{finished(st.stage_dir)}/{st.runs} runs finished, " if st.overrides else ""
+                done = f"{finished(st)}/{st.runs} runs finished, " if st.overrides else ""
                 print(f"stage {st.name}: {done}{time.perf_counter() - t_stage:.0f} s", flush=True)
             if code != 0:
                 stop.set()
@@ -157,10 +170,11 @@ def main(argv: list[str] | None = None) -> None:
                     tqdm.write(w)
     finally:
         stop.set()
-    bar.n = sum(finished(st.stage_dir) for st in train_stages)
+    bar.n = sum(finished(st) for st in train_stages)
     bar.close()
     print(f"profile {args.profile}: done in {time.perf_counter() - t0:.0f} s; tuned learning rates in "
-          f"{Path(args.results) / 'tuned' / (args.profile + '.json')}")
+          f"{Path(args.results) / 'tuned' / (args.profile + '.json')}; tables, figures and numbers in "
+          f"{args.analysis_out} (make paper-pdf builds the PDF)")
 
 
 if __name__ == "__main__":

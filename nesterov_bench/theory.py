@@ -1,0 +1,92 @@
+"""Closed-form convergence rates on quadratics, for the settings the suite actually runs.
+
+On f(x) = 1/2 x^T A x - b^T x every method here is linear, so along an eigenvector of A with
+eigenvalue lam the error obeys a fixed linear recursion; its spectral radius is the rate. In
+PyTorch's conventions (buffer b, step lr, momentum mu; see optimizers.py):
+
+    GD:        e <- (1 - lr lam) e                                        rate |1 - lr lam|
+    heavy ball: [e, b] <- [[1 - lr lam, -lr mu], [lam, mu]] [e, b]
+    Nesterov:   [e, b] <- [[1 - lr lam (1 + mu), -lr mu^2], [lam, mu]] [e, b]
+
+The rate of a method on a spectrum is the worst (largest) radius over its eigenvalues; the error
+norm then shrinks like rate^k and the suboptimality f - f* like rate^(2k) (up to polynomial factors
+when the 2x2 matrix has a repeated eigenvalue). Classic tuned settings (Polyak 1964; Nesterov 2004):
+
+    GD, lr = 2/(L+mu):                               (kappa-1)/(kappa+1)
+    GD, lr = 1/L:                                    1 - 1/kappa
+    heavy ball, lr = 4/(sqrt L + sqrt mu)^2, mu_m = ((sqrt kappa - 1)/(sqrt kappa + 1))^2:
+                                                     (sqrt kappa - 1)/(sqrt kappa + 1)
+    Nesterov, lr = 1/L, mu_m = (sqrt kappa - 1)/(sqrt kappa + 1):   1 - 1/sqrt kappa
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def iteration_matrix(method: str, lam: float, lr: float, momentum: float = 0.0) -> np.ndarray:
+    if method == "gd":
+        return np.array([[1 - lr * lam]])
+    if method == "momentum":
+        return np.array([[1 - lr * lam, -lr * momentum], [lam, momentum]])
+    if method == "nesterov":
+        return np.array([[1 - lr * lam * (1 + momentum), -lr * momentum**2], [lam, momentum]])
+    raise ValueError(f"no linear theory for {method!r}")
+
+
+def rate(method: str, eigenvalues, lr: float, momentum: float = 0.0) -> float:
+    """Worst-case spectral radius over the eigenvalues: the asymptotic rate of ||x_k - x*||."""
+    return max(float(np.max(np.abs(np.linalg.eigvals(iteration_matrix(method, lam, lr, momentum)))))
+               for lam in np.asarray(eigenvalues, dtype=float))
+
+
+def spectrum(mu: float, kappa: float, dim: int, kind: str = "linear") -> np.ndarray:
+    """The eigenvalues of the ``quadratic`` task (the same spacing as tasks/synthetic.py)."""
+    L = kappa * mu
+    if kind == "log":
+        return np.logspace(math.log10(mu), math.log10(L), dim)
+    return np.linspace(mu, L, dim)
+
+
+def classic_rates(kappa: float) -> dict[str, float]:
+    """The textbook rates of the tuned methods, as functions of kappa alone."""
+    s = math.sqrt(kappa)
+    return {
+        "gd_2/(L+mu)": (kappa - 1) / (kappa + 1),
+        "gd_1/L": 1 - 1 / kappa,
+        "heavy_ball_polyak": (s - 1) / (s + 1),
+        "nesterov_1/L": 1 - 1 / s,
+    }
+
+
+def classic_settings(mu: float, L: float) -> dict[str, dict[str, float]]:
+    """The settings behind ``classic_rates`` in the suite's (lr, momentum) terms."""
+    kappa, s = L / mu, math.sqrt(L / mu)
+    return {
+        "gd_2/(L+mu)": {"method": "gd", "lr": 2 / (L + mu), "momentum": 0.0},
+        "gd_1/L": {"method": "gd", "lr": 1 / L, "momentum": 0.0},
+        # Polyak's x <- x - a g + b (x - x_prev) is PyTorch's heavy ball with lr = a, momentum = b.
+        "heavy_ball_polyak": {"method": "momentum", "lr": 4 / (math.sqrt(L) + math.sqrt(mu)) ** 2,
+                              "momentum": ((s - 1) / (s + 1)) ** 2},
+        "nesterov_1/L": {"method": "nesterov", "lr": 1 / L, "momentum": (s - 1) / (s + 1)},
+    } if kappa >= 1 else {}
+
+
+#: The textbook setting of each optimizer the ``quadratic_theory`` experiment runs.
+CLASSIC_FOR = {"gd": "gd_2/(L+mu)", "momentum": "heavy_ball_polyak", "nesterov": "nesterov_1/L"}
+
+
+def classic(key: str, method: str, mu: float, kappa: float) -> float:
+    """Config resolver ``${classic:lr|momentum,<optimizer>,<mu>,<kappa>}``: the textbook setting."""
+    if method not in CLASSIC_FOR:
+        raise ValueError(f"no textbook quadratic setting for optimizer {method!r} "
+                         f"(one of {', '.join(CLASSIC_FOR)})")
+    setting = classic_settings(float(mu), float(kappa) * float(mu))[CLASSIC_FOR[method]]
+    return float(setting[key])
+
+
+def classic_rate(method: str, kappa: float) -> float:
+    """The predicted rate of ``method`` at its textbook setting (see ``classic_rates``)."""
+    return classic_rates(float(kappa))[CLASSIC_FOR[method]]
