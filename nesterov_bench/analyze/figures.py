@@ -1,0 +1,248 @@
+"""The paper's figures (PDF) and the README's (PNG), from a ``Study``. Every band is the mean with a 95%
+Student-t interval over seeds, the one aggregation of ``stats``; every panel states its n."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from scipy import stats as sps  # noqa: E402
+
+from . import measures, quadratic  # noqa: E402
+from .stats import LEVEL  # noqa: E402
+from .study import OPT_LABEL, OPT_ORDER, Study  # noqa: E402
+from .tables import target_text, unit  # noqa: E402
+
+COLORS = dict(zip(OPT_ORDER, sns.color_palette("colorblind", len(OPT_ORDER)), strict=True))
+sns.set_theme(style="whitegrid", context="paper", font_scale=0.95)
+
+
+def save(fig, out: Path, name: str) -> list[Path]:
+    """``name.pdf`` and ``name.png``, without timestamps so unchanged results give unchanged files."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.pdf", out / f"{name}.png"]
+    fig.savefig(paths[0], bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None})
+    fig.savefig(paths[1], bbox_inches="tight", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return paths
+
+
+def band(frame: pd.DataFrame, x: str = "step") -> pd.DataFrame:
+    """Per step: mean, 95% t half-width and n of the finite values over seeds, and the mean time."""
+    if frame.empty:
+        return pd.DataFrame(columns=["step", "mean", "sd", "n", "time_s", "hw"])
+    f = frame[np.isfinite(frame.value.astype(float))]
+    g = f.groupby("step")
+    out = pd.DataFrame({"mean": g.value.mean(), "sd": g.value.std(ddof=1), "n": g.value.size(),
+                        "time_s": g.time_s.mean()}).reset_index()
+    t = sps.t.ppf(0.5 + LEVEL / 2, np.maximum(out.n - 1, 1))
+    out["hw"] = np.where(out.n > 1, t * out.sd / np.sqrt(out.n), 0.0)
+    return out
+
+
+def _log_y(key: str) -> bool:
+    return not key.endswith("accuracy")
+
+
+def _metric_rows(study: Study, runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    frames = [measures.evals(study.metrics_of(r), key) for r in runs.run_id]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames) if frames else pd.DataFrame(columns=["step", "value", "time_s"])
+
+
+def curves(study: Study, out: Path) -> list[Path]:
+    """Training loss and the validation metric vs step, and the validation metric vs seconds."""
+    tasks = study.tasks
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(11, 2.4 * len(tasks)), squeeze=False)
+    for i, task in enumerate(tasks):
+        runs = study.final[study.final.task == task]
+        has_train_loss = any(len(measures.evals(study.metrics_of(r), "train/loss")) for r in runs.run_id[:1])
+        train_key = "train/loss" if has_train_loss else "train/batch_loss"
+        val_key = study.select_key(task)
+        for j, (key, x) in enumerate([(train_key, "step"), (val_key, "step"), (val_key, "time_s")]):
+            ax = axes[i, j]
+            for opt in study.optimizers:
+                sel = runs[runs.optimizer == opt]
+                b = band(_metric_rows(study, sel, key))
+                if b.empty:
+                    continue
+                y = b["mean"] * (100 if key.endswith("accuracy") else 1)
+                hw = b.hw * (100 if key.endswith("accuracy") else 1)
+                ax.plot(b[x], y, color=COLORS[opt], label=f"{OPT_LABEL[opt]} (n={len(sel)})", lw=1.2)
+                ax.fill_between(b[x], y - hw, y + hw, color=COLORS[opt], alpha=0.2, lw=0)
+            if _log_y(key):
+                ax.set_yscale("log")
+            elif key.endswith("accuracy"):
+                lo = _metric_rows(study, runs, key)
+                late = lo[lo.step >= 0.1 * lo.step.max()].value
+                if len(late):
+                    ax.set_ylim(max(0, 100 * late.quantile(0.05) - 2), min(100, 100 * late.max() + 1))
+            ax.set_xlabel("step" if x == "step" else "wall time (s)")
+            ax.set_ylabel(unit(key))
+            ax.set_title(f"{task}", fontsize=9)
+            if j == 2:
+                ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Final runs at the tuned learning rates, mean and 95% interval over seeds "
+                 f"(profile {study.profile})", y=1.0)
+    fig.tight_layout()
+    return save(fig, out, "curves")
+
+
+def sensitivity(study: Study, out: Path) -> list[Path]:
+    """Final validation metric against the learning rate, tuning stage; diverged rates as x."""
+    tasks = study.tasks
+    cols = min(4, len(tasks))
+    rows = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.1 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        key = study.select_key(task)
+        scale = 100 if key.endswith("accuracy") else 1
+        tune = study.tune[study.tune.task == task]
+        for opt in study.optimizers:
+            sel = tune[tune.optimizer == opt].sort_values("lr")
+            ok = sel[(sel.status == "completed") & np.isfinite(sel[f"final:{key}"].astype(float))]
+            ax.plot(ok.lr, ok[f"final:{key}"] * scale, "o-", color=COLORS[opt], ms=3, lw=1,
+                    label=OPT_LABEL[opt])
+            chosen = study.final[(study.final.task == task) & (study.final.optimizer == opt)].lr
+            hit = ok[ok.lr.isin(chosen)]
+            ax.plot(hit.lr, hit[f"final:{key}"] * scale, "o", mfc="none", mec=COLORS[opt], ms=9, mew=1.5)
+            div = sel[sel.status != "completed"]
+            ax.plot(div.lr, np.zeros(len(div)), "x", color=COLORS[opt], ms=6, mew=1.5,
+                    transform=ax.get_xaxis_transform(), clip_on=False)
+        ax.set_xscale("log")
+        if _log_y(key):
+            ax.set_yscale("log")
+            vals = tune.loc[tune.status == "completed", f"final:{key}"].astype(float)
+            if len(vals):  # completed but far off (e.g. GD just below its divergence threshold): clipped
+                ax.set_ylim(top=30 * vals.median())
+        elif len(tune):
+            vals = tune.loc[tune.status == "completed", f"final:{key}"].astype(float) * scale
+            if len(vals):
+                ax.set_ylim(max(0, vals.max() - 30), min(100, vals.max() + 2))
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(unit(key))
+        ax.set_title(f"{task} (1 seed per rate)", fontsize=9)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Learning-rate sensitivity: x = diverged, ring = chosen rate", y=1.0)
+    fig.tight_layout()
+    return save(fig, out, "sensitivity")
+
+
+def ttt(study: Study, out: Path) -> list[Path]:
+    """Steps and seconds to the target, mean and 95% interval over the seeds that reached it."""
+    p = study.per_run
+    tasks = [t for t in study.tasks if t in study.cfg["targets"]]
+    fig, axes = plt.subplots(2, len(tasks), figsize=(2.3 * len(tasks), 4.6), squeeze=False)
+    for j, task in enumerate(tasks):
+        for i, (col, label) in enumerate([("ttt_steps", "steps to target"), ("ttt_s", "seconds to target")]):
+            ax = axes[i, j]
+            for k, opt in enumerate(study.optimizers):
+                sel = p[(p.task == task) & (p.optimizer == opt)]
+                vals = sel.loc[sel.reached, col].to_numpy()
+                if len(vals):
+                    hw = (sps.t.ppf(0.5 + LEVEL / 2, len(vals) - 1) * vals.std(ddof=1) / math.sqrt(len(vals))
+                          if len(vals) > 1 else 0)
+                    ax.bar(k, vals.mean(), yerr=hw, color=COLORS[opt], capsize=2)
+                    ax.text(k, vals.mean(), f"{len(vals)}/{len(sel)}", ha="center", va="bottom", fontsize=6)
+                else:
+                    ax.text(k, 0, f"never\n0/{len(sel)}", ha="center", va="bottom", fontsize=6, rotation=90)
+            ax.set_xticks(range(len(study.optimizers)), [OPT_LABEL[o] for o in study.optimizers],
+                          rotation=45, fontsize=7)
+            ax.set_ylabel(label)
+            if i == 0:
+                ax.set_title(f"{task}\n{target_text(study, task)}", fontsize=8)
+    fig.suptitle("Time to target (label: seeds that reached it / seeds run)", y=1.0)
+    fig.tight_layout()
+    return save(fig, out, "ttt")
+
+
+def profile_curves(study: Study) -> dict[str, dict[str, np.ndarray]]:
+    """Dolan-More performance profiles of the median time to target over seeds, per measure.
+    rho_s(tau) = share of tasks on which optimizer s is within a factor tau of the best."""
+    p = study.per_run
+    result = {}
+    for col in ("ttt_steps", "ttt_s"):
+        t = p.assign(v=p[col].fillna(np.inf)).groupby(["task", "optimizer"]).v.median().unstack()
+        t = t[np.isfinite(t.min(axis=1))]
+        ratios = t.div(t.min(axis=1), axis=0)
+        result[col] = {opt: np.sort(ratios[opt].to_numpy()) for opt in ratios.columns}
+    return result
+
+
+def profile(study: Study, out: Path) -> list[Path]:
+    curves_ = profile_curves(study)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, (col, label) in zip(axes, [("ttt_steps", "steps"), ("ttt_s", "seconds")], strict=True):
+        taus_all = np.concatenate([r[np.isfinite(r)] for r in curves_[col].values()] or [np.ones(1)])
+        tau_max = max(2.0, float(taus_all.max()) * 1.5) if len(taus_all) else 2.0
+        n_tasks = max((len(r) for r in curves_[col].values()), default=0)
+        for opt in study.optimizers:
+            r = curves_[col].get(opt)
+            if r is None or not len(r):
+                continue
+            taus = np.concatenate([[1.0], r[np.isfinite(r)], [tau_max]])
+            rho = np.concatenate([[np.mean(r <= 1.0)], [np.mean(r <= x) for x in r[np.isfinite(r)]],
+                                  [np.mean(np.isfinite(r))]])
+            ax.step(taus, rho, where="post", color=COLORS[opt], label=OPT_LABEL[opt])
+        ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"tau: within this factor of the fastest ({label} to target)")
+        ax.set_ylabel(f"share of tasks (n={n_tasks})")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Performance profile of time to target (Dolan-More; median over seeds; never = infinite)")
+    fig.tight_layout()
+    return save(fig, out, "profile")
+
+
+def quadratic_fig(study: Study, out: Path, rates: dict) -> list[Path]:
+    """Suboptimality vs iteration for several kappa at the textbook settings, theory dashed; and the
+    tuned final runs on the quadratic task with the rates their own (lr, momentum) predict."""
+    kappas = study.theory_kappas()
+    final_q = study.final[study.final.task == "quadratic"]
+    panels = len(kappas) + (1 if len(final_q) else 0)
+    if not panels:
+        return []
+    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels, 3.0), squeeze=False)
+    for ax, kappa in zip(axes[0], kappas, strict=False):
+        for opt in [o for o in OPT_ORDER if (kappa, o) in rates]:
+            runs = study.theory[(study.theory.kappa == kappa) & (study.theory.optimizer == opt)]
+            k, f = quadratic.median_curve(study, runs.run_id)
+            r = rates[kappa, opt]
+            ax.plot(k, f, color=COLORS[opt], lw=1.3,
+                    label=f"{OPT_LABEL[opt]}: {r['measured']:.3f} (n={r['n']})")
+            ax.plot(k, f[0] * r["predicted"] ** (2 * k), "--", color=COLORS[opt], lw=1)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-30))
+        ax.set_title(f"kappa = {kappa:g}, textbook settings", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("f(x) - f*")
+        ax.legend(fontsize=6, title="measured rate; dashed: theory", title_fontsize=6)
+    if len(final_q):
+        ax = axes[0, -1]
+        tcfg = quadratic.task_config(final_q.path.iloc[0])
+        for opt in study.optimizers:
+            runs = final_q[final_q.optimizer == opt]
+            if not len(runs):
+                continue
+            k, f = quadratic.median_curve(study, runs.run_id)
+            ax.plot(k, f, color=COLORS[opt], lw=1.3, label=f"{OPT_LABEL[opt]} lr {runs.lr.iloc[0]:g}")
+            pred = quadratic.predicted_rate(tcfg, opt, float(runs.lr.iloc[0]), float(runs.momentum.iloc[0]))
+            if math.isfinite(pred):
+                ax.plot(k, f[0] * pred ** (2 * k), "--", color=COLORS[opt], lw=1)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=max(ax.get_ylim()[0], 1e-30))
+        ax.set_title(f"tuned final runs, kappa = {tcfg['kappa']:g}, momentum 0.9", fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("f(x) - f*")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    return save(fig, out, "quadratic")

@@ -1,0 +1,83 @@
+"""Read run directories into tidy pandas tables. The run store is the only input.
+
+Corrupt, partial, failed or generated-data runs are reported and left out, never mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..store import FINISHED
+
+KEY = ["experiment", "stage", "task", "optimizer", "lr", "momentum", "weight_decay", "epoch_decay", "seed"]
+
+
+@dataclass
+class Loaded:
+    runs: pd.DataFrame  # one row per usable run (index run_id): KEY columns, status, final metrics, times
+    metrics: pd.DataFrame  # long format (step, epoch, split, metric, value, time_s), with run_id and KEY
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def _row(run_dir: Path, rec: dict) -> dict:
+    cfg = rec["config"]
+    opt = cfg["optimizer"]
+    row = {
+        "experiment": cfg["experiment_name"], "stage": cfg["stage"], "task": cfg["task"]["name"],
+        "optimizer": opt["name"], "lr": float(opt["lr"]), "momentum": float(opt.get("momentum", 0.0)),
+        "weight_decay": float(opt.get("weight_decay", 0.0)),
+        "epoch_decay": float(cfg["train"].get("epoch_decay", 0.0)), "seed": int(cfg["seed"]),
+        "kappa": float(cfg["task"]["kappa"]) if "kappa" in cfg["task"] else float("nan"),
+        "status": rec["status"], "steps": rec.get("steps"), "train_time_s": rec.get("train_time_s"),
+        "wall_time_s": rec.get("wall_time_s"), "path": str(run_dir),
+        "select_split": rec["selection"]["split"], "select_metric": rec["selection"]["metric"],
+        "select_mode": rec["selection"]["mode"],
+        "device": rec.get("environment", {}).get("device_name"),
+        "torch": rec.get("environment", {}).get("torch"),
+        "commit": rec.get("environment", {}).get("git_commit"),
+    }
+    row.update({f"final:{k}": v for k, v in rec.get("final", {}).items()})
+    return row
+
+
+def load(results_dir: str | Path) -> Loaded:
+    root = Path(results_dir) / "runs"
+    rows, frames, skipped = [], [], []
+    for run_json in sorted(root.glob("*/*/*/*/*/seed=*/run.json")):
+        run_dir = run_json.parent
+        try:
+            rec = json.loads(run_json.read_text())
+            row = _row(run_dir, rec)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            skipped.append((str(run_dir), f"corrupt run.json ({type(e).__name__})"))
+            continue
+        if rec["status"] not in FINISHED:
+            skipped.append((str(run_dir), f"status {rec['status']}"))
+            continue
+        if rec["config"].get("data", {}).get("generated"):
+            skipped.append((str(run_dir), "generated data (code-path test only)"))
+            continue
+        try:
+            m = pd.read_parquet(run_dir / "metrics.parquet")
+        except Exception as e:  # noqa: BLE001 -- any unreadable file is reported, not fatal
+            skipped.append((str(run_dir), f"unreadable metrics.parquet ({type(e).__name__})"))
+            continue
+        row["run_id"] = len(rows)
+        m["run_id"] = row["run_id"]
+        for k in KEY:
+            m[k] = row[k]
+        rows.append(row)
+        frames.append(m)
+    for partial in sorted(root.glob("*/*/*/*/*/seed=*")):
+        if partial.is_dir() and not (partial / "run.json").exists():
+            skipped.append((str(partial), "unfinished (no run.json)"))
+    runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*KEY, "run_id", "status"])  # index = run_id
+    metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not metrics.empty:
+        metrics["split"] = metrics["split"].astype(str)
+        metrics["metric"] = metrics["metric"].astype(str)
+    return Loaded(runs, metrics, skipped)

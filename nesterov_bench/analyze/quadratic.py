@@ -1,0 +1,71 @@
+"""Theory beside measurement on quadratics: predicted rates (``nesterov_bench.theory``) and the rates
+fitted to measured suboptimality curves."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import theory
+from . import measures
+from .study import Study
+
+KEY = "train/suboptimality"
+
+
+def fitted_rate(steps, subopt, decades: float = 20.0) -> float:
+    """The per-step rate r of the error norm from a suboptimality curve f_k ~ C r^(2k).
+
+    Fitted by least squares on log f over the linear-convergence phase: after the curve has fallen one
+    decade below its start (skipping the transient) and before it has fallen ``decades`` (before
+    floating-point floors). With too few points there, over every point above the floor."""
+    k, f = np.asarray(steps, dtype=float), np.asarray(subopt, dtype=float)
+    ok = np.isfinite(f) & (f > 0)
+    k, f = k[ok], f[ok]
+    if len(f) < 3:
+        return math.nan
+    f0 = f[0]
+    window = (f <= f0 * 1e-1) & (f >= f0 * 10.0 ** -decades)
+    if window.sum() < 10:
+        window = f >= f0 * 10.0 ** -decades
+    if window.sum() < 3:
+        return math.nan
+    slope = np.polyfit(k[window], np.log(f[window]), 1)[0]
+    return float(math.exp(slope / 2))
+
+
+def median_curve(study: Study, run_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Step and the per-step median over runs of the suboptimality."""
+    frames = [measures.evals(study.metrics_of(r), KEY)[["step", "value"]] for r in run_ids]
+    both = np.concatenate([f.to_numpy() for f in frames])
+    steps = np.unique(both[:, 0])
+    med = np.array([np.median(both[both[:, 0] == s, 1]) for s in steps])
+    return steps, med
+
+
+def theory_rates(study: Study) -> dict[tuple[float, str], dict]:
+    """(kappa, optimizer) -> predicted and measured rate, for the quadratic_theory experiment."""
+    out = {}
+    for (kappa, opt), runs in study.theory.groupby(["kappa", "optimizer"]):
+        measured = [fitted_rate(*median_curve(study, [r])) for r in runs.run_id]
+        lr, mom = float(runs.lr.iloc[0]), float(runs.momentum.iloc[0])
+        setting = f"lr {lr:.3g}" + (f", m {mom:.3g}" if opt != "gd" else "")
+        out[float(kappa), opt] = {"predicted": theory.classic_rate(opt, kappa),
+                                  "measured": float(np.median(measured)), "setting": setting,
+                                  "n": len(runs)}
+    return out
+
+
+def task_config(run_path: str) -> dict:
+    return json.loads((Path(run_path) / "run.json").read_text())["config"]["task"]
+
+
+def predicted_rate(task_cfg: dict, method: str, lr: float, momentum: float) -> float:
+    """Rate of a run at any (lr, momentum) on the task's spectrum; nan for methods without theory."""
+    if method not in theory.CLASSIC_FOR:
+        return math.nan
+    eig = theory.spectrum(task_cfg["mu"], task_cfg["kappa"], task_cfg["dim"], task_cfg["spectrum"])
+    return theory.rate(method, eig, lr, momentum)

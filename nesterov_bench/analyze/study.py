@@ -1,0 +1,145 @@
+"""One profile's study, split into its parts, with the per-run measures every table and figure uses.
+
+A results root may hold several profiles (``sweep.name``: smoke, quick, paper); each part of a study is
+an experiment of the run store: ``<profile>`` (stages tune and final), ``<profile>-quadratic_theory``,
+``<profile>-seed000_linreg`` and ``<profile>-seed002_mnist`` (the articles' recipes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from ..errors import ConfigError
+from . import measures
+from .load import Loaded
+
+TASK_ORDER = ["linreg", "quadratic", "mnist_logreg", "mnist_mlp", "mnist_cnn", "fmnist_cnn", "cifar10_cnn"]
+OPT_ORDER = ["gd", "momentum", "nesterov", "adam"]
+OPT_LABEL = {"gd": "GD", "momentum": "Heavy ball", "nesterov": "Nesterov", "adam": "Adam"}
+PROFILE_PREFERENCE = ["paper", "quick", "smoke"]
+ANALYSIS_CFG = Path(__file__).resolve().parents[2] / "conf" / "analysis.yaml"
+
+
+def analysis_config(path: Path = ANALYSIS_CFG) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def choose_profile(runs: pd.DataFrame, wanted: str | None) -> str:
+    """The profile to analyse: ``wanted``, else the most thorough one with final runs."""
+    finals = set(runs.loc[runs.stage == "final", "experiment"]) if len(runs) else set()
+    if wanted:
+        if wanted not in finals:
+            raise ConfigError(f"no final runs of profile {wanted!r} in the results "
+                              f"(profiles with final runs: {', '.join(sorted(finals)) or 'none'})")
+        return wanted
+    for name in [*PROFILE_PREFERENCE, *sorted(finals)]:
+        if name in finals:
+            return name
+    raise ConfigError("no final runs in the results; run `make reproduce PROFILE=quick` first")
+
+
+def _ordered(values, order) -> list:
+    present = set(values)
+    return [v for v in order if v in present] + sorted(present - set(order))
+
+
+@dataclass
+class Study:
+    profile: str
+    loaded: Loaded
+    cfg: dict = field(default_factory=analysis_config)
+
+    # --- parts -------------------------------------------------------------------------------
+    def part(self, suffix: str = "", stage: str | None = None) -> pd.DataFrame:
+        runs = self.loaded.runs
+        exp = self.profile + (f"-{suffix}" if suffix else "")
+        sel = runs[runs.experiment == exp]
+        return sel[sel.stage == stage] if stage else sel
+
+    @cached_property
+    def tune(self) -> pd.DataFrame:
+        return self.part(stage="tune")
+
+    @cached_property
+    def final(self) -> pd.DataFrame:
+        return self.part(stage="final")
+
+    @cached_property
+    def theory(self) -> pd.DataFrame:
+        return self.part("quadratic_theory")
+
+    def recipe(self, name: str) -> pd.DataFrame:
+        return self.part(name, "recipe")
+
+    @cached_property
+    def tasks(self) -> list[str]:
+        return _ordered(self.final.task, TASK_ORDER)
+
+    @cached_property
+    def optimizers(self) -> list[str]:
+        return _ordered(self.final.optimizer, OPT_ORDER)
+
+    @cached_property
+    def _metrics_by_run(self):
+        return dict(tuple(self.loaded.metrics.groupby("run_id"))) if len(self.loaded.metrics) else {}
+
+    def metrics_of(self, run_id: int) -> pd.DataFrame:
+        return self._metrics_by_run[run_id]
+
+    # --- what is measured on each task ---------------------------------------------------------
+    def select_key(self, task: str) -> str:
+        """The validation quantity the tuning stage selects on (e.g. ``val/accuracy``)."""
+        r = self.loaded.runs[self.loaded.runs.task == task].iloc[0]
+        return f"{r.select_split}/{r.select_metric}"
+
+    def report_key(self, task: str) -> str:
+        """The test-set counterpart of ``select_key`` when the task has a test split."""
+        metric = self.select_key(task).split("/")[1]
+        col = f"final:test/{metric}"
+        runs = self.loaded.runs
+        if col in runs and runs.loc[runs.task == task, col].notna().any():
+            return f"test/{metric}"
+        return self.select_key(task)
+
+    # --- per-run measures ----------------------------------------------------------------------
+    @cached_property
+    def per_run(self) -> pd.DataFrame:
+        """One row per final run: final and early validation scores, (censored) time to target."""
+        rows = []
+        for task, runs in self.final.groupby("task"):
+            key, target = self.select_key(task), self.cfg["targets"].get(task)
+            budget = runs.steps.max()
+            for r in runs.itertuples():
+                m = self.metrics_of(r.run_id)
+                steps, secs = measures.time_to_target(m, target) if target else (math.nan, math.nan)
+                early = measures.value_near(m, key, self.cfg["early_fraction"])
+                rows.append({
+                    "run_id": r.run_id, "task": task, "optimizer": r.optimizer, "seed": r.seed,
+                    "status": r.status,
+                    "final_score": measures.score(key, self.final.at[r.Index, f"final:{key}"]),
+                    "early_score": measures.score(key, early),
+                    "reached": not math.isnan(steps), "ttt_steps": steps, "ttt_s": secs,
+                    # never reached: counted as the whole budget (a conservative lower bound)
+                    "ttt_steps_censored": steps if not math.isnan(steps) else float(budget),
+                })
+        return pd.DataFrame(rows)
+
+    def by_seed(self, task: str, optimizer: str, column: str) -> dict[int, float]:
+        p = self.per_run
+        sel = p[(p.task == task) & (p.optimizer == optimizer)]
+        return dict(zip(sel.seed, sel[column], strict=True))
+
+    def theory_kappas(self) -> list[float]:
+        return sorted(self.theory.kappa.dropna().unique()) if len(self.theory) else []
+
+
+def finite(values) -> np.ndarray:
+    x = np.asarray(list(values), dtype=float)
+    return x[np.isfinite(x)]
