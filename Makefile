@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint reproduce
+.PHONY: help setup test lint reproduce analyze paper latex-deps paper-pdf
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -23,5 +23,21 @@ lint: ## Check style with ruff
 PROFILE ?= paper
 RESULTS ?= results
 LAUNCHER ?=
-reproduce: ## Rebuild a profile's results: tune, select, final, recipes (PROFILE=smoke|quick|paper, LAUNCHER=local)
+reproduce: ## Rebuild a profile from scratch: tune, select, final, recipes, analysis, PDF (PROFILE=smoke|quick|paper, LAUNCHER=local)
 	$(PY) -m nesterov_bench.reproduce --profile $(PROFILE) --results $(RESULTS) $(if $(LAUNCHER),--launcher $(LAUNCHER))
+	$(MAKE) paper-pdf
+
+analyze: ## Rebuild paper/generated (tables, figures, numbers) and the README's results block from $(RESULTS)/
+	$(PY) -m nesterov_bench.analyze --results $(RESULTS) $(if $(STUDY),--profile $(STUDY))
+
+paper: analyze paper-pdf ## Rebuild every table, figure and number and the PDF from committed results (no training)
+
+LATEX_PKGS := texlive-latex-base texlive-latex-recommended latexmk lmodern
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+latex-deps: ## Install the LaTeX toolchain from Debian when latexmk is missing
+	@command -v latexmk >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(LATEX_PKGS); }
+
+paper-pdf: latex-deps ## Build paper/main.pdf from paper/generated/ (no training, no analysis)
+	latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet -cd paper/main.tex

@@ -131,8 +131,10 @@ def test_launchers_run_a_sweep(tmp_path, launcher):
 
 
 def test_reproduce_smoke_profile_end_to_end(tmp_path):
+    gen = tmp_path / "generated"
     proc = subprocess.run([sys.executable, "-m", "nesterov_bench.reproduce", "--profile", "smoke",
-                           "--results", str(tmp_path), "--launcher", "local"], cwd=REPO,
+                           "--results", str(tmp_path), "--launcher", "local", "--analysis-out", str(gen),
+                           "--no-readme"], cwd=REPO,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "runs in all" in proc.stdout
@@ -144,3 +146,13 @@ def test_reproduce_smoke_profile_end_to_end(tmp_path):
     assert len(final) == len(tasks) * 4 * 2
     assert any(k.startswith("runs/smoke-seed000_linreg/") for k in runs)
     assert sum(k.startswith("runs/smoke-seed002_mnist/") for k in runs) == 2 * 3 * 2
+    assert sum(k.startswith("runs/smoke-quadratic_theory/") for k in runs) == 3 * 3 * 2
+    # the analysis ran on the real-data runs: every table and figure, and the paper's numbers
+    for name in ("final", "tuned", "ttt", "claims", "sensitivity", "theory", "recipes"):
+        assert (gen / "tables" / f"{name}.tex").exists(), name
+    for name in ("curves", "sensitivity", "ttt", "profile", "quadratic"):
+        assert (gen / "figures" / f"{name}.png").exists(), name
+    numbers = (gen / "numbers.tex").read_text()
+    assert "\\nbdef{meta/profile}{smoke}" in numbers and "\\nbdef{final/fmnist_cnn/nesterov}" in numbers
+    # CIFAR-10 ran on generated tensors: a code-path check that never enters a table
+    assert "cifar10" not in (gen / "tables" / "final.tex").read_text()
