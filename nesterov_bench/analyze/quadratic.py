@@ -16,25 +16,35 @@ from .study import Study
 KEY = "train/suboptimality"
 
 
-def fitted_rate(steps, subopt, decades: float = 20.0) -> float:
-    """The per-step rate r of the error norm from a suboptimality curve f_k ~ C r^(2k).
+def fitted_rate(steps, subopt, decades: float = 24.0) -> float:
+    """The per-step rate r of the error norm ||x_k - x*|| from a suboptimality curve f_k ~ C r^(2k).
 
-    Fitted by least squares on log f over the linear-convergence phase: after the curve has fallen one
-    decade below its start (skipping the transient) and before it has fallen ``decades`` (before
-    floating-point floors). With too few points there, over every point above the floor."""
+    f - f* is quadratic in the error, so r is the square root of the per-step ratio of f: r =
+    exp(slope / 2), slope fitted by least squares to log f over the late part of the linear phase --
+    the second half of the iterations between the curve's first decade below its start and ``decades``
+    below it (before float64's floor). Late, because where the iteration matrix has a repeated
+    eigenvalue (heavy ball at Polyak's setting) the error decays like k r^k, and early iterations
+    would bias the slope by 1/k. nan when fewer than 3 points qualify."""
     k, f = np.asarray(steps, dtype=float), np.asarray(subopt, dtype=float)
     ok = np.isfinite(f) & (f > 0)
     k, f = k[ok], f[ok]
     if len(f) < 3:
         return math.nan
-    f0 = f[0]
-    window = (f <= f0 * 1e-1) & (f >= f0 * 10.0 ** -decades)
-    if window.sum() < 10:
-        window = f >= f0 * 10.0 ** -decades
-    if window.sum() < 3:
+    inside = np.flatnonzero((f <= f[0] * 1e-1) & (f >= f[0] * 10.0 ** -decades))
+    if len(inside) < 6:
+        inside = np.flatnonzero(f >= f[0] * 10.0 ** -decades)
+    late = inside[len(inside) // 2:]
+    if len(late) < 3:
         return math.nan
-    slope = np.polyfit(k[window], np.log(f[window]), 1)[0]
+    slope = np.polyfit(k[late], np.log(f[late]), 1)[0]
     return float(math.exp(slope / 2))
+
+
+def steps_to(steps, subopt, relative: float) -> float:
+    """The first step at which f - f* falls to ``relative`` times its start; nan if never."""
+    f = np.asarray(subopt, dtype=float)
+    hit = np.flatnonzero(f <= relative * f[0])
+    return float(np.asarray(steps)[hit[0]]) if len(hit) else math.nan
 
 
 def median_curve(study: Study, run_ids) -> tuple[np.ndarray, np.ndarray]:
