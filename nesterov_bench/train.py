@@ -159,7 +159,7 @@ def _train(s: Settings, data, run_dir: Path) -> dict:
     def record(step: int, epoch: float, split: str, metrics: dict[str, float], time_s: float):
         rows.extend(dict(step=step, epoch=epoch, split=split, metric=k, value=v, time_s=time_s)
                     for k, v in metrics.items())
-        mirror.log(step, split, metrics)
+        mirror.log(step, epoch, split, metrics, time_s)
 
     started, t0 = datetime.now(UTC), time.perf_counter()
     base = {"schema_version": store.SCHEMA_VERSION, "run_dir": str(run_dir), "config": cfg,
@@ -186,7 +186,7 @@ def _train(s: Settings, data, run_dir: Path) -> dict:
         _record_failure(run_dir, base, e, t0)
         mirror.finish("failed", {})
         raise
-    mirror.finish(outcome.status, outcome.final)
+    mirror.finish(outcome.status, outcome.final, record=result)
     log.info("%s: %s in %.1fs -> %s", outcome.status, name, result["wall_time_s"], run_dir)
     return result
 
