@@ -70,13 +70,18 @@ def curves(study: Study, out: Path) -> list[Path]:
             ax = axes[i, j]
             for opt in study.optimizers:
                 sel = runs[runs.optimizer == opt]
-                b = band(_metric_rows(study, sel, key))
+                rows = _metric_rows(study, sel, key)
+                if _log_y(key):  # log-scale panels: mean and interval of log10 values (geometric mean)
+                    rows = rows.assign(value=np.log10(rows.value.astype(float).where(rows.value > 0)))
+                b = band(rows)
                 if b.empty:
                     continue
-                y = b["mean"] * (100 if key.endswith("accuracy") else 1)
-                hw = b.hw * (100 if key.endswith("accuracy") else 1)
-                ax.plot(b[x], y, color=COLORS[opt], label=f"{OPT_LABEL[opt]} (n={len(sel)})", lw=1.2)
-                ax.fill_between(b[x], y - hw, y + hw, color=COLORS[opt], alpha=0.2, lw=0)
+                scale = 100 if key.endswith("accuracy") else 1
+                lo, mid, hi = (b["mean"] - b.hw) * scale, b["mean"] * scale, (b["mean"] + b.hw) * scale
+                if _log_y(key):
+                    lo, mid, hi = 10**lo, 10**mid, 10**hi
+                ax.plot(b[x], mid, color=COLORS[opt], label=f"{OPT_LABEL[opt]} (n={len(sel)})", lw=1.2)
+                ax.fill_between(b[x], lo, hi, color=COLORS[opt], alpha=0.2, lw=0)
             if _log_y(key):
                 ax.set_yscale("log")
             elif key.endswith("accuracy"):
@@ -89,8 +94,8 @@ def curves(study: Study, out: Path) -> list[Path]:
             ax.set_title(f"{task}", fontsize=9)
             if j == 2:
                 ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"Final runs at the tuned learning rates, mean and 95% interval over seeds "
-                 f"(profile {study.profile})", y=1.0)
+    fig.suptitle(f"Final runs at the tuned learning rates, mean and 95% interval over seeds (log axes: "
+                 f"of log10 values) (profile {study.profile})", y=1.0)
     fig.tight_layout()
     return save(fig, out, "curves")
 
