@@ -55,10 +55,17 @@ def _index(seq, i):
     return seq[int(i)]
 
 
+def _scaled_lr(effective_lr, momentum) -> float:
+    """Config resolver ``${scaled_lr:eff,momentum}``: the lr whose momentum step equals GD at ``eff``,
+    eff * (1 - momentum) (the buffer of a slowly varying gradient g sums to g / (1 - momentum))."""
+    return float(effective_lr) * (1.0 - float(momentum))
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("tuned_lr", tuned_lr, replace=True)
     OmegaConf.register_new_resolver("index", _index, replace=True)
     OmegaConf.register_new_resolver("classic", theory.classic, replace=True)
+    OmegaConf.register_new_resolver("scaled_lr", _scaled_lr, replace=True)
 
 
 def _score(record: dict) -> float:

@@ -29,7 +29,7 @@ from .cli import compose_config
 from .errors import ConfigError
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
-RECIPES = ("seed000_linreg", "seed002_mnist", "quadratic_theory")
+RECIPES = ("seed000_linreg", "seed002_mnist", "quadratic_theory", "noise_floor")
 SMOKE_RECIPE_BUDGET = ["train.max_steps=20"]
 
 
@@ -93,7 +93,7 @@ def plan(profile: str, results: str, launcher: str | None) -> list[Stage]:
             if st.name == "final":  # its lr comes from the tuned file, which does not exist yet
                 base = [*base, "optimizer.lr=1.0"]
             st.runs, st.stage_dir = sweep_size(base)
-            if st.name == "quadratic_theory":  # its stage name (kappa=...) is swept too
+            if st.name in ("quadratic_theory", "noise_floor"):  # their stage name (kappa=, batch=) is swept
                 st.stage_dir, st.depth = st.stage_dir.parent, 4
     stages.append(Stage("analyze", []))
     return stages

@@ -147,10 +147,11 @@ def test_reproduce_smoke_profile_end_to_end(tmp_path):
     assert any(k.startswith("runs/smoke-seed000_linreg/") for k in runs)
     assert sum(k.startswith("runs/smoke-seed002_mnist/") for k in runs) == 2 * 3 * 2
     assert sum(k.startswith("runs/smoke-quadratic_theory/") for k in runs) == 3 * 3 * 2
+    assert sum(k.startswith("runs/smoke-noise_floor/") for k in runs) == 2 * 3 * 3 * 2
     # the analysis ran on the real-data runs: every table and figure, and the paper's numbers
-    for name in ("final", "tuned", "ttt", "claims", "sensitivity", "theory", "recipes"):
+    for name in ("final", "tuned", "ttt", "claims", "sensitivity", "theory", "recipes", "noise_floor"):
         assert (gen / "tables" / f"{name}.tex").exists(), name
-    for name in ("curves", "sensitivity", "ttt", "profile", "quadratic"):
+    for name in ("curves", "sensitivity", "ttt", "profile", "quadratic", "noise_floor"):
         assert (gen / "figures" / f"{name}.png").exists(), name
     numbers = (gen / "numbers.tex").read_text()
     assert "\\nbdef{meta/profile}{smoke}" in numbers and "\\nbdef{final/fmnist_cnn/nesterov}" in numbers

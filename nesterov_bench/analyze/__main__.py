@@ -37,9 +37,7 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
             tables.claims_table(claims), tables.claims_detail_table(claims), tables.sensitivity_table(study)]
     if rates:
         tbls.append(tables.theory_table(study, rates))
-    recipes = tables.recipes_table(study)
-    if recipes:
-        tbls.append(recipes)
+    tbls += [t for t in (tables.recipes_table(study), tables.noise_table(study)) if t]
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -49,7 +47,8 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
             (tmp / "tables" / f"{t.name}.md").write_text(t.markdown())
         figs = tmp / "figures"
         made = [*figures.curves(study, figs), *figures.sensitivity(study, figs), *figures.ttt(study, figs),
-                *figures.profile(study, figs), *figures.quadratic_fig(study, figs, rates)]
+                *figures.profile(study, figs), *figures.quadratic_fig(study, figs, rates),
+                *figures.noise_floor(study, figs)]
         num = numbers.collect(study, claims, rates, len(loaded.skipped))
         (tmp / "numbers.tex").write_text(numbers.latex(num))
         (tmp / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in loaded.skipped))

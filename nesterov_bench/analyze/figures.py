@@ -17,6 +17,7 @@ from scipy import stats as sps  # noqa: E402
 
 from . import measures, quadratic  # noqa: E402
 from .stats import LEVEL  # noqa: E402
+from .stats import summarize as summarize_values  # noqa: E402
 from .study import OPT_LABEL, OPT_ORDER, Study  # noqa: E402
 from .tables import target_text, unit  # noqa: E402
 
@@ -251,3 +252,27 @@ def quadratic_fig(study: Study, out: Path, rates: dict) -> list[Path]:
         ax.legend(fontsize=6)
     fig.tight_layout()
     return save(fig, out, "quadratic")
+
+
+def noise_floor(study: Study, out: Path) -> list[Path]:
+    """Final training loss against the effective learning rate, per batch size, mean and 95% interval."""
+    runs = study.noise
+    if not len(runs):
+        return []
+    batches = sorted(set(runs.batch), reverse=True)
+    fig, axes = plt.subplots(1, len(batches), figsize=(3.6 * len(batches), 3.0), squeeze=False, sharey=True)
+    for ax, batch in zip(axes[0], batches, strict=True):
+        for k, opt in enumerate(o for o in OPT_ORDER if o in set(runs.optimizer)):
+            sel = runs[(runs.batch == batch) & (runs.optimizer == opt) & (runs.status == "completed")]
+            g = sel.groupby("effective_lr")["final:train/loss"]
+            stats_ = [summarize_values(v) for _, v in g]
+            effs = np.array(sorted(g.groups)) * (1 + 0.06 * (k - 1))  # side by side, not on top
+            ax.errorbar(effs, [s.mean for s in stats_], yerr=[s.half_width for s in stats_], fmt="o-",
+                        color=COLORS[opt], ms=4, capsize=2, label=f"{OPT_LABEL[opt]} (n={stats_[0].n})")
+        ax.set_xscale("log")
+        ax.set_xlabel("effective learning rate lr / (1 - momentum)")
+        ax.set_ylabel("final train loss (MSE)")
+        ax.set_title(f"linreg, batch {batch}", fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return save(fig, out, "noise_floor")

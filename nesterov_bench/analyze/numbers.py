@@ -79,6 +79,14 @@ def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dic
         label = decay_label(ed, wd).split(" ")[0]
         num[f"recipe/seed002/{lr:g}/{label}"] = interval("test/accuracy", completed(sel, "test/accuracy"))
         num[f"recipe/seed002/{lr:g}/{label}/diverged"] = str(int((sel.status == "diverged").sum()))
+    noise = study.noise
+    for (batch, eff, opt), sel in noise.groupby(["batch", "effective_lr", "optimizer"]):
+        num[f"noise/{batch}/{eff:g}/{opt}"] = interval("train/loss", completed(sel, "train/loss"))
+    if len(noise):
+        num["noise/batches"] = ", ".join(str(b) for b in sorted(set(noise.batch)))
+        num["noise/effective_lrs"] = ", ".join(f"{e:g}" for e in sorted(set(noise.effective_lr)))
+        num["noise/small_batch"] = str(min(noise.batch))
+        num["noise/large_eff"] = f"{max(noise.effective_lr):g}"
     return num
 
 

@@ -75,6 +75,13 @@ class Study:
     def theory(self) -> pd.DataFrame:
         return self.part("quadratic_theory")
 
+    @cached_property
+    def noise(self) -> pd.DataFrame:
+        """The noise-floor runs, with their batch size and effective learning rate lr / (1 - momentum)."""
+        runs = self.part("noise_floor")
+        return runs.assign(batch=runs.stage.str.removeprefix("batch=").astype(int) if len(runs) else [],
+                           effective_lr=(runs.lr / (1 - runs.momentum)).round(12))
+
     def recipe(self, name: str) -> pd.DataFrame:
         return self.part(name, "recipe")
 

@@ -256,3 +256,23 @@ def recipes_table(study: Study) -> Table | None:
             t.rows.append(["seed002 mnist", "Nesterov", f"lr {lr_text(lr)}, decay {decay_label(ed, wd)}",
                            unit(key), res + (f" [{div} diverged]" if div else "")])
     return t if t.rows else None
+
+
+NOISE_KEY = "train/loss"
+
+
+def noise_table(study: Study) -> Table | None:
+    runs = study.noise
+    if not len(runs):
+        return None
+    opts = [o for o in ("gd", "momentum", "nesterov") if o in set(runs.optimizer)]
+    t = Table("noise_floor", "Mini-batch noise on linreg: final training loss (full training set) with each "
+                             "optimizer at the same effective learning rate lr/(1 - momentum); mean ± 95% "
+                             "interval over seeds.",
+              ["batch", "effective lr", *[OPT_LABEL[o] for o in opts]], align="rr" + "r" * len(opts))
+    for (batch, eff), sel in runs.groupby(["batch", "effective_lr"]):
+        row = [str(batch), lr_text(eff)]
+        for opt in opts:
+            row.append(interval(NOISE_KEY, completed(sel[sel.optimizer == opt], NOISE_KEY)))
+        t.rows.append(row)
+    return t
