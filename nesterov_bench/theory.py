@@ -80,6 +80,9 @@ CLASSIC_FOR = {"gd": "gd_2/(L+mu)", "momentum": "heavy_ball_polyak", "nesterov":
 
 def classic(key: str, method: str, mu: float, kappa: float) -> float:
     """Config resolver ``${classic:lr|momentum,<optimizer>,<mu>,<kappa>}``: the textbook setting."""
+    if mu is None or kappa is None:
+        raise ValueError("tuning=theory needs a task with a known spectrum "
+                         "(task=quadratic: task.mu, task.kappa)")
     if method not in CLASSIC_FOR:
         raise ValueError(f"no textbook quadratic setting for optimizer {method!r} "
                          f"(one of {', '.join(CLASSIC_FOR)})")
