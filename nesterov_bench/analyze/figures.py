@@ -139,7 +139,7 @@ def sensitivity(study: Study, out: Path) -> list[Path]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("Learning-rate sensitivity: x = diverged, ring = chosen rate", y=1.0)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=2.0)
     return save(fig, out, "sensitivity")
 
 

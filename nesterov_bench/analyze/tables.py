@@ -15,6 +15,7 @@ from .claims import Claim, sensitivity
 from .stats import Summary, summarize
 from .study import OPT_LABEL, Study
 
+RAGGED = ">{{\\raggedright\\arraybackslash}}p{{{}}}"  # a paragraph column without justified spacing
 _SCI = re.compile(r"(-?\d+(?:\.\d+)?)e([+-]?)0*(\d+)")
 
 
@@ -184,7 +185,8 @@ def ttt_table(study: Study) -> Table:
 def claims_table(claims: list[Claim]) -> Table:
     t = Table("claims", "The articles' claims, the measurement that tests each, and the verdict by the rule "
                         "stated with the verdicts.",
-              ["claim", "measurement", "evidence", "verdict"], align="p{3.2cm}p{5.2cm}p{3.3cm}l")
+              ["claim", "measurement", "evidence", "verdict"],
+              align="".join(RAGGED.format(w) for w in ("3.4cm", "5.6cm", "3.4cm")) + "l")
     for c in claims:
         t.rows.append([c.text, c.measurement, c.evidence, Cell(c.verdict, bold=True)])
     return t
