@@ -122,6 +122,11 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
     s.train.check_against(len(data.train))
 
     try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"results_dir={s.cfg['results_dir']}: cannot create {run_dir} ({e.strerror}); "
+                          "set results_dir to a writable folder") from None
+    try:
         with store.locked(run_dir):
             if store.is_finished(run_dir) and not s.cfg["force"]:  # finished while we loaded data
                 return _skip(run_dir, s)
