@@ -62,15 +62,22 @@ from torch import Tensor
 from nesterov_bench.errors import ConfigError
 
 __all__ = [
+    "ALL_RULES",
+    "FORMULATIONS",
+    "MOMENTUM_FAMILY",
     "RULES",
     "Optimizer",
     "OptimizerConfig",
     "adam",
+    "article_ema",
+    "article_stated",
     "build",
     "gd",
     "hyperparameters",
     "momentum",
     "nesterov",
+    "nesterov_1983",
+    "nesterov_sutskever",
 ]
 
 Hyper = float | Tensor
@@ -232,12 +239,140 @@ def adam(p: Tensor, g: Tensor, state: State, *, lr: Hyper, beta1: Hyper, beta2: 
     return new_p, {**state, "m": m, "v": v, "t": t}
 
 
+# ---------------------------------------------------------------------------------------------
+# Other formulations of Nesterov's method, and the first article's rules as written
+# ---------------------------------------------------------------------------------------------
+# The training loop takes the gradient at the parameters it holds, so each form keeps, as ``p``, the
+# point where its gradient is evaluated, and whatever else it needs in its state.
+
+
+def nesterov_sutskever(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+                       weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+    r"""Nesterov's method in Sutskever et al. (2013)'s velocity form.
+
+    Their iteration (θ the "base" point, v an lr-scaled velocity, ε = lr, μ = ``momentum``)::
+
+        v ← μ · v − ε · ∇f(θ + μ · v)
+        θ ← θ + v
+
+    The gradient is taken at the look-ahead point θ + μ v, so ``p`` holds p = θ + μ v and the
+    state holds v (θ = p − μ v). In p::
+
+        v' = μ · v − lr · g           (g = ∇f(p))
+        p' = θ + v' + μ · v' = p − μ · v + (1 + μ) · v'
+
+    Change of variables to PyTorch's form (``nesterov``): v = −lr · b, and p is the same
+    sequence. With a constant lr the iterates coincide; with a schedule they do not, because
+    v stores lr-scaled steps and b raw gradients (a new lr rescales only b's new term).
+
+    State: ``{"velocity": v}`` (zeros at first).
+    """
+    mu = momentum
+    g = _decayed(p, g, weight_decay)
+    v = state.get("velocity")
+    if v is None:
+        v = torch.zeros_like(p)
+    v_new = mu * v - lr * g
+    return p - mu * v + (1 + mu) * v_new, {**state, "velocity": v_new}
+
+
+def nesterov_1983(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+                  weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+    r"""Nesterov's (1983) two-sequence form, with a constant momentum coefficient μ.
+
+    Two sequences, x (the iterates) and y (the extrapolated points where gradients are taken)::
+
+        x_{k+1} = y_k − lr · ∇f(y_k)
+        y_{k+1} = x_{k+1} + μ · (x_{k+1} − x_k)          (x_0 = y_0 = the initial parameters)
+
+    ``p`` holds y (the gradient's point) and the state holds the last x. Nesterov (1983) lets
+    μ_k = (k − 1)/(k + 2) grow for convex f; the constant μ = (√κ − 1)/(√κ + 1) is the
+    strongly convex scheme (Nesterov 2004), and what the benchmark compares.
+
+    Change of variables: y_k is PyTorch's p (``nesterov``) and Sutskever's θ + μ v; x_k is
+    Sutskever's θ, x_{k+1} − x_k his v_{k+1} and −lr times PyTorch's buffer. All three give the
+    same y sequence under a constant lr.
+
+    State: ``{"x": x_k}`` (the initial parameters at first).
+    """
+    mu = momentum
+    g = _decayed(p, g, weight_decay)
+    x = state.get("x")
+    if x is None:
+        x = p.clone()
+    x_new = p - lr * g
+    return x_new + mu * (x_new - x), {**state, "x": x_new}
+
+
+def article_ema(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+                weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+    r"""The first article's algorithm for "Nesterov momentum", as written (β = ``momentum``)::
+
+        v ← β · v + (1 − β) · ∇J(θ)
+        θ ← θ − η · v
+
+    The gradient is taken at θ itself, with no look-ahead: this is heavy-ball momentum on an
+    exponential moving average. With v = (1 − β) b it is exactly ``momentum`` (b ← β b + g,
+    θ ← θ − lr b) at lr = η (1 − β): heavy ball with a 1/(1 − β) smaller learning rate, not
+    Nesterov.
+
+    State: ``{"ema": v}`` (zeros at first).
+    """
+    beta = momentum
+    g = _decayed(p, g, weight_decay)
+    v = state.get("ema")
+    if v is None:
+        v = torch.zeros_like(p)
+    v = beta * v + (1 - beta) * g
+    return p - lr * v, {**state, "ema": v}
+
+
+def article_stated(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+                   weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+    r"""The first article's *formula* for Nesterov momentum, taken literally (β = ``momentum``)::
+
+        v_{t+1} = v_t + β · v_t − η · ∇J(w_{t−1})
+        θ_{t+1} = θ_t − η · v_{t+1}
+
+    ∇J(w_{t−1}) is the gradient at the previous iterate: the state keeps the last gradient
+    (zero before the first step), so the step taken at t uses the gradient of t − 1. What it is:
+    the velocity's own factor is 1 + β > 1, so v grows like (1 + β)^t whatever the gradient,
+    and the two minus signs make θ move by +η² ∇J, up the gradient: a diverging gradient *ascent*
+    with a one-step delay. It is no form of Nesterov's method (nor of heavy ball, whose factor
+    is β < 1).
+
+    State: ``{"velocity": v, "prev_grad": ∇J(w_{t−1})}`` (zeros at first).
+    """
+    beta = momentum
+    g = _decayed(p, g, weight_decay)
+    v = state.get("velocity")
+    g_prev = state.get("prev_grad")
+    if v is None:
+        v = torch.zeros_like(p)
+    if g_prev is None:
+        g_prev = torch.zeros_like(p)
+    v = v + beta * v - lr * g_prev
+    return p - lr * v, {**state, "velocity": v, "prev_grad": g}
+
+
+#: The four optimizers the benchmark compares (each checked against torch.optim).
 RULES: dict[str, Rule] = {
     "gd": gd,
     "momentum": momentum,
     "nesterov": nesterov,
     "adam": adam,
 }
+#: Other forms, selectable by name for the math checks (tests/test_formulations.py).
+FORMULATIONS: dict[str, Rule] = {
+    "nesterov_sutskever": nesterov_sutskever,
+    "nesterov_1983": nesterov_1983,
+    "article_ema": article_ema,
+    "article_stated": article_stated,
+}
+ALL_RULES: dict[str, Rule] = {**RULES, **FORMULATIONS}
+#: The rules with a momentum coefficient (``optimizer.momentum`` in (0, 1)).
+MOMENTUM_FAMILY = ("momentum", "nesterov", "nesterov_sutskever", "nesterov_1983", "article_ema",
+                   "article_stated")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,9 +395,11 @@ class OptimizerConfig:
     """The user's ``optimizer.*`` setting.
 
     Attributes:
-        name: one of ``gd``, ``momentum``, ``nesterov``, ``adam``.
+        name: one of ``gd``, ``momentum``, ``nesterov``, ``adam`` (the compared four), or a
+            formulation: ``nesterov_sutskever``, ``nesterov_1983``, ``article_ema``,
+            ``article_stated``.
         lr: learning rate, a finite number > 0 (tuned per optimizer; see the module docs).
-        momentum: μ in (0, 1) for ``momentum`` and ``nesterov``; must stay 0 for the others.
+        momentum: μ in (0, 1) for the momentum family (``MOMENTUM_FAMILY``); 0 for the others.
         betas: Adam's (β1, β2), each in [0, 1).
         eps: Adam's ε > 0, added to √v̂.
         weight_decay: coupled L2 coefficient ≥ 0 (0 = off).
@@ -307,8 +444,8 @@ class OptimizerConfig:
     def validate(self) -> None:
         """Refuse any setting that is invalid or would be silently ignored (ConfigError)."""
         name = self.name
-        if not isinstance(name, str) or name not in RULES:
-            valid = ", ".join(RULES)
+        if not isinstance(name, str) or name not in ALL_RULES:
+            valid = ", ".join(ALL_RULES)
             raise ConfigError(f"optimizer.name must be one of {valid}, got {name!r}")
 
         lr = self.lr
@@ -318,10 +455,13 @@ class OptimizerConfig:
         mu = self.momentum
         if not _in_unit_interval(mu):
             raise ConfigError(f"optimizer.momentum must be a number in [0, 1), got {mu!r}")
-        if name == "nesterov" and mu == 0:
+        if name.startswith("nesterov") and mu == 0:
             raise ConfigError(
                 "Nesterov needs momentum > 0: set optimizer.momentum in (0, 1), e.g. 0.9 "
                 "(with momentum 0 it is plain gd)")
+        if name.startswith("article_") and mu == 0:
+            raise ConfigError(
+                f"optimizer.name={name} needs optimizer.momentum in (0, 1), e.g. 0.9")
         if name == "momentum" and mu == 0:
             raise ConfigError(
                 "optimizer.name=momentum needs optimizer.momentum in (0, 1), e.g. 0.9; "
@@ -354,14 +494,14 @@ class OptimizerConfig:
 def hyperparameters(cfg: OptimizerConfig) -> dict[str, float]:
     """The keyword arguments of ``RULES[cfg.name]`` for this configuration (all python floats)."""
     hp: dict[str, float] = {"lr": float(cfg.lr)}
-    if cfg.name in ("momentum", "nesterov"):
+    if cfg.name in MOMENTUM_FAMILY:
         hp["momentum"] = float(cfg.momentum)
     elif cfg.name == "adam":
         hp["beta1"] = float(cfg.betas[0])
         hp["beta2"] = float(cfg.betas[1])
         hp["eps"] = float(cfg.eps)
     elif cfg.name != "gd":
-        raise ConfigError(f"optimizer.name must be one of {', '.join(RULES)}, got {cfg.name!r}")
+        raise ConfigError(f"optimizer.name must be one of {', '.join(ALL_RULES)}, got {cfg.name!r}")
     hp["weight_decay"] = float(cfg.weight_decay)
     return hp
 
@@ -372,7 +512,7 @@ def hyperparameters(cfg: OptimizerConfig) -> dict[str, float]:
 
 
 class Optimizer(torch.optim.Optimizer):
-    """A thin ``torch.optim.Optimizer`` that applies ``RULES[cfg.name]`` to each parameter.
+    """A thin ``torch.optim.Optimizer`` that applies ``ALL_RULES[cfg.name]`` to each parameter.
 
     The hyperparameters live in each param group (keys of :func:`hyperparameters`, e.g.
     ``lr``), so learning-rate schedulers that edit ``group["lr"]`` work.  Parameters whose
@@ -383,7 +523,7 @@ class Optimizer(torch.optim.Optimizer):
     def __init__(self, params: Iterable[Any], cfg: OptimizerConfig) -> None:
         cfg.validate()
         self.cfg = cfg
-        self.rule = RULES[cfg.name]
+        self.rule = ALL_RULES[cfg.name]
         self._hp_keys = tuple(hyperparameters(cfg))
         super().__init__(params, hyperparameters(cfg))
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import pandas as pd
 
+from .optimizers import MOMENTUM_FAMILY
+
 SCHEMA_VERSION = 1
 FINISHED = ("completed", "diverged")  # a run in one of these states is never redone unless forced
 METRIC_COLUMNS = ["step", "epoch", "split", "metric", "value", "time_s"]
@@ -38,7 +40,7 @@ NOT_IDENTITY = ("results_dir", "force", "progress", "device", "threads", "wandb"
 def hp_dirname(opt: Mapping[str, Any]) -> str:
     """``lr=0.01,momentum=0.9``: the hyperparameters that tell runs of one optimizer apart."""
     parts = [f"lr={opt['lr']:g}"]
-    if opt["name"] in ("momentum", "nesterov"):
+    if opt["name"] in MOMENTUM_FAMILY:
         parts.append(f"momentum={opt['momentum']:g}")
     if opt["name"] == "adam" and (list(opt["betas"]) != [0.9, 0.999] or opt["eps"] != 1e-8):
         parts.append(f"betas={opt['betas'][0]:g}-{opt['betas'][1]:g},eps={opt['eps']:g}")
