@@ -227,7 +227,8 @@ def sensitivity_table(study: Study) -> Table:
 def theory_table(study: Study, rates: dict) -> Table:
     t = Table("theory", "Quadratic with condition number kappa, each method at its textbook setting: the "
                         "predicted rate of ||x_k - x*|| beside the rate measured from the suboptimality "
-                        "curve (sqrt of its per-step ratio, fitted late in the linear phase, before float64's floor).",
+                        "curve (sqrt of its per-step ratio, fitted late in the linear phase, before "
+                        "float64's floor).",
               ["kappa", "method", "setting", "predicted", "measured"], align="rlrrr")
     for (kappa, opt), r in sorted(rates.items()):
         t.rows.append([f"{kappa:g}", OPT_LABEL[opt], r["setting"], f"{r['predicted']:.4f}",
