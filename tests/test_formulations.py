@@ -11,8 +11,16 @@ import torch
 
 from nesterov_bench import optimizers as O
 
-torch.set_default_dtype(torch.float64)
 MU = 0.9
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """float64 for these checks only (a module-level default would leak into every later test)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def problem(dim: int = 20, kappa: float = 50.0, seed: int = 0):
