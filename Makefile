@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint reproduce analyze paper latex-deps paper-pdf
+.PHONY: help setup test lint reproduce analyze paper latex-deps paper-pdf bench
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,3 +41,6 @@ latex-deps: ## Install the LaTeX toolchain from Debian when latexmk is missing
 
 paper-pdf: latex-deps ## Build paper/main.pdf from paper/generated/ (no training, no analysis)
 	latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet -cd paper/main.tex
+
+bench: ## Measure the loop, optimizer steps and threads against baselines (results/bench/, README table)
+	$(PY) scripts/bench.py --readme README.md

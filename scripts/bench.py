@@ -1,0 +1,309 @@
+"""make bench: the suite's speed on the CPU, each figure beside a baseline timed in the same process.
+
+    .venv/bin/python scripts/bench.py [--quick] [--out results/bench]
+
+Writes ``<out>/loop.json``, ``<out>/optimizer_step.json``, ``<out>/threads.json`` (lists of rows: device,
+torch version, threads, measured figure, baseline, ratio, goal, pass) and ``<out>/README_table.md``, one
+Markdown table rendered from those JSON files only (for the README's owner to paste). Speeds are printed
+and recorded, never asserted.
+
+What is timed
+-------------
+1. ``loop``: training steps/s on mnist_logreg, mnist_mlp and mnist_cnn (the task's own batch size, the
+   suite's Nesterov settings lr=0.01, momentum=0.9, the suite's thread count, deterministic mode on as in
+   a run), three contenders on the same architecture:
+
+   * suite: ``loop.fit`` itself, the real loop (seeded permutation, batches by indexing the whole
+     dataset held as one tensor, ``optimizers.build``'s Nesterov), with ``max_steps`` = the timed steps.
+     Its figure is ``Outcome.train_time_s``, fit's own stopwatch, which excludes evaluation. Evaluation
+     cannot be switched off (fit evaluates before the first step and after the last one), so it is made
+     as small as the API allows: no val/test splits, ``eval_train_size=1``, ``log_every`` and
+     ``eval_every`` larger than the run, so there is one host sync, at the end.
+   * articles' loop: ``DataLoader(MNIST(transform=ToTensor()), batch_size, shuffle=True)`` (no workers,
+     as the articles), ``zero_grad(); loss = CrossEntropyLoss()(model(x), y); backward(); step()`` with
+     ``torch.optim.SGD(nesterov=True)``. Timed from the iterator's creation (it shuffles, as fit's epoch
+     start draws its permutation) to the last step.
+   * roofline: the model's forward, loss and backward alone on eight pre-made batches, no optimizer and
+     no data work: what any loop's step costs at least.
+
+   Goals: >= 10x the articles' loop on mnist_logreg (tiny model: the loop's overhead is the cost);
+   >= 70% of the roofline on mnist_mlp and mnist_cnn. Both ratios are reported for every task.
+2. ``optimizer_step``: time of one ``step()`` on mnist_mlp's and mnist_cnn's parameters with fixed random
+   gradients, gd/momentum/nesterov/adam: the suite's rules (``optimizers.build``) against torch.optim's
+   default (on the CPU torch's default is its per-tensor for-loop, not foreach: foreach is the default on
+   CUDA only), with torch's foreach and fused kernels also timed and reported. Goal: the suite at most
+   10% slower than the default.
+3. ``threads``: the suite's loop (as in 1) on mnist_logreg and mnist_mlp with 1 and 2 threads.
+
+How
+---
+Each contender runs a fixed number of steps once untimed (warm-up: allocator, lazy init, caches), then
+``repeats`` timed rounds of the same number of steps; the contenders of one measurement take turns within
+each round, so a change of load on the shared machine hits them alike. A figure is the median of its
+rounds. ``--quick`` runs two steps, one round: it checks the plumbing, its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torchvision import transforms
+
+from nesterov_bench import optimizers
+from nesterov_bench.cli import compose_config
+from nesterov_bench.env import environment
+from nesterov_bench.loop import fit
+from nesterov_bench.tasks import Data
+from nesterov_bench.train import Settings, resolve
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = [f"data.root={REPO / 'data'}", f"data.source={REPO.parent / 'shared' / 'data'}"]
+SECTIONS = ("loop", "optimizer_step", "threads")  # one <out>/<section>.json each
+#: timed steps per round: each round about one second on one core of the 2-core CPU
+LOOP_STEPS = {"mnist_logreg": 1500, "mnist_mlp": 60, "mnist_cnn": 10}
+OPT_STEPS = {"mnist_mlp": 200, "mnist_cnn": 100}
+REPEATS = 5
+LOOP_GOALS = {"mnist_logreg": ("articles' loop", 10.0), "mnist_mlp": ("roofline", 0.7),
+              "mnist_cnn": ("roofline", 0.7)}
+OPT_GOAL = 1.10  # suite time / torch default time at most
+
+
+def median_seconds(contenders: dict[str, Callable[[int], float]], steps: int, repeats: int) -> dict:
+    """Median seconds of ``fn(steps)`` for each contender: one warm-up call each, then ``repeats``
+    rounds in which the contenders take turns. ``fn(steps)`` runs the steps and returns their time."""
+    for fn in contenders.values():
+        fn(steps)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            times[name].append(fn(steps))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def settings(task: str) -> Settings:
+    return resolve(compose_config([f"task={task}", "optimizer=nesterov", "device=cpu", *DATA]))
+
+
+def suite_loop(s: Settings, data: Data) -> Callable[[int], float]:
+    """``loop.fit`` on one model and optimizer; each call continues training for ``steps`` steps."""
+    model = s.task.build_model()
+    opt = optimizers.build(model.parameters(), s.opt)
+    gen = torch.Generator().manual_seed(0)
+    train_only = Data(train=data.train)  # no val/test: fit's two evaluations see one example
+
+    def run(steps: int) -> float:
+        tc = dataclasses.replace(s.train, epochs=10**6, max_steps=steps, log_every=10**9,
+                                 eval_every=10**9, evals_per_epoch=1, eval_train_size=1)
+        out = fit(s.task, model, opt, train_only, tc, batch_generator=gen, record=lambda *a: None)
+        if out.status != "completed" or out.steps != steps:
+            raise RuntimeError(f"fit stopped early: {out.status} after {out.steps} steps ({out.reason})")
+        return out.train_time_s
+
+    return run
+
+
+def articles_loop(s: Settings) -> Callable[[int], float]:
+    """The articles' loop: a DataLoader over torchvision's MNIST with ToTensor, SGD(nesterov=True)."""
+    dataset = torchvision.datasets.MNIST(str(REPO / "data"), train=True, transform=transforms.ToTensor())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=s.train.batch_size, shuffle=True)
+    model = s.task.build_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=s.opt.lr, momentum=s.opt.momentum, nesterov=True)
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def run(steps: int) -> float:
+        assert steps <= len(loader), "one epoch at most per call"
+        t0 = time.perf_counter()
+        for inputs, targets in itertools.islice(loader, steps):
+            optimizer.zero_grad()
+            loss = criterion(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - t0
+
+    return run
+
+
+def roofline(s: Settings, data: Data) -> Callable[[int], float]:
+    """The model's forward, loss and backward on pre-made batches: no optimizer, no data work."""
+    model = s.task.build_model()
+    bs, gen = s.train.batch_size, torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(data.train), generator=gen)[: 8 * bs].view(8, bs)
+    batches = [(data.train.x[i], data.train.y[i]) for i in idx]
+
+    def run(steps: int) -> float:
+        t0 = time.perf_counter()
+        for x, y in itertools.islice(itertools.cycle(batches), steps):
+            model.zero_grad(set_to_none=True)
+            s.task.loss(model(x), y).backward()
+        return time.perf_counter() - t0
+
+    return run
+
+
+def optimizer_steppers(task: str, rule: str) -> dict[str, Callable[[int], float]]:
+    """``step()`` of the suite's rule and of torch.optim's (default, foreach, fused), each on its own
+    copy of the task's parameters holding the same random gradients."""
+    torch.manual_seed(0)
+    base = [p.detach() for p in settings(task).task.build_model().parameters()]
+    grads = [torch.randn_like(p) for p in base]
+    hp = {"gd": {"lr": 0.01}, "momentum": {"lr": 0.01, "momentum": 0.9},
+          "nesterov": {"lr": 0.01, "momentum": 0.9}, "adam": {"lr": 1e-3}}[rule]
+
+    def params() -> list[torch.Tensor]:
+        ps = [p.clone().requires_grad_() for p in base]
+        for p, g in zip(ps, grads, strict=True):
+            p.grad = g.clone()
+        return ps
+
+    def torch_opt(**kw) -> torch.optim.Optimizer:
+        if rule == "adam":
+            return torch.optim.Adam(params(), **hp, **kw)
+        return torch.optim.SGD(params(), **hp, nesterov=rule == "nesterov", **kw)
+
+    opts = {"suite": optimizers.build(params(), {"name": rule, **hp}), "torch default": torch_opt(),
+            "torch foreach": torch_opt(foreach=True)}
+    try:
+        opts["torch fused"] = torch_opt(fused=True)
+        opts["torch fused"].step()
+    except (RuntimeError, TypeError):  # no fused kernel for this optimizer on this device
+        del opts["torch fused"]
+
+    def stepper(opt: torch.optim.Optimizer) -> Callable[[int], float]:
+        def run(steps: int) -> float:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                opt.step()
+            return time.perf_counter() - t0
+        return run
+
+    return {name: stepper(opt) for name, opt in opts.items()}
+
+
+def row(env: dict, section: str, task: str, measurement: str, unit: str, measured: float,
+        baseline_name: str, baseline: float, goal: str | None, passed: bool | None, notes: str = "") -> dict:
+    """One result: the measured figure, the baseline timed in the same process, their ratio."""
+    return {"section": section, "task": task, "measurement": measurement,
+            "device": env["device_name"], "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "unit": unit, "measured": measured, "baseline_name": baseline_name, "baseline": baseline,
+            "ratio": measured / baseline, "goal": goal, "pass": passed, "notes": notes}
+
+
+def bench_loop(env: dict, steps: dict[str, int], repeats: int) -> list[dict]:
+    rows = []
+    for task, n in steps.items():
+        s = settings(task)
+        data = s.task.load_data(s.cfg["data"], torch.device("cpu"))
+        t = median_seconds({"suite": suite_loop(s, data), "articles": articles_loop(s),
+                            "roofline": roofline(s, data)}, n, repeats)
+        rate = {k: n / v for k, v in t.items()}
+        vs_art, share = rate["suite"] / rate["articles"], rate["suite"] / rate["roofline"]
+        goal_on, goal = LOOP_GOALS[task]
+        rows.append(row(env, "loop", task, "suite loop vs articles' loop", "steps/s", rate["suite"],
+                        "articles' loop", rate["articles"], f">= {goal:g}x" if goal_on != "roofline" else None,
+                        vs_art >= goal if goal_on != "roofline" else None, f"batch {s.train.batch_size}"))
+        rows.append(row(env, "loop", task, "suite loop vs roofline", "steps/s", rate["suite"],
+                        "roofline", rate["roofline"], f">= {goal:.0%}" if goal_on == "roofline" else None,
+                        share >= goal if goal_on == "roofline" else None, "forward+backward only"))
+        print(f"loop  {task:13s} suite {rate['suite']:8.1f} steps/s | articles' loop {rate['articles']:8.1f} "
+              f"-> {vs_art:6.2f}x | roofline {rate['roofline']:8.1f} -> {share:5.1%} of it", flush=True)
+    return rows
+
+
+def bench_optimizer(env: dict, steps: dict[str, int], repeats: int) -> list[dict]:
+    rows = []
+    for task, n in steps.items():
+        for rule in ("gd", "momentum", "nesterov", "adam"):
+            ms = {k: 1e3 * v / n for k, v in median_seconds(optimizer_steppers(task, rule), n, repeats).items()}
+            ratio = ms["suite"] / ms["torch default"]
+            others = ", ".join(f"{k.removeprefix('torch ')} {v:.3f} ms (suite {ms['suite'] / v:.2f}x)"
+                               for k, v in ms.items() if k not in ("suite", "torch default"))
+            rows.append(row(env, "optimizer_step", task, f"{rule} step vs torch.optim", "ms/step",
+                            ms["suite"], "torch.optim default", ms["torch default"], f"<= {OPT_GOAL:.2f}x",
+                            ratio <= OPT_GOAL, f"torch {others}"))
+            print(f"step  {task:13s} {rule:9s} suite {ms['suite']:7.3f} ms | torch default "
+                  f"{ms['torch default']:7.3f} ms -> {ratio:5.2f}x | {others}", flush=True)
+    return rows
+
+
+def bench_threads(env: dict, steps: dict[str, int], repeats: int) -> list[dict]:
+    rows = []
+    for task, n in steps.items():
+        s = settings(task)
+        data = s.task.load_data(s.cfg["data"], torch.device("cpu"))
+        run = suite_loop(s, data)
+
+        def with_threads(k: int) -> Callable[[int], float]:
+            def timed(steps: int) -> float:
+                torch.set_num_threads(k)
+                return run(steps)
+            return timed
+
+        t = median_seconds({1: with_threads(1), 2: with_threads(2)}, n, repeats)
+        r1, r2 = n / t[1], n / t[2]
+        torch.set_num_threads(s.cfg["threads"])
+        rows.append({**row(env, "threads", task, "suite loop, 2 threads vs 1", "steps/s", r2, "1 thread",
+                           r1, None, None, f"suite default: {s.cfg['threads']} thread(s)"), "threads": 2})
+        print(f"threads {task:11s} 1 thread {r1:8.1f} steps/s | 2 threads {r2:8.1f} steps/s -> {r2 / r1:5.2f}x",
+              flush=True)
+    return rows
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    """The README table, from the JSON rows alone."""
+    lines = ["| section | task | measurement | threads | suite | baseline | ratio | goal | pass | notes |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        passed = {True: "yes", False: "**no**", None: "-"}[r["pass"]]
+        lines.append(f"| {r['section']} | {r['task']} | {r['measurement']} | {r['threads']} | "
+                     f"{_fmt(r['measured'])} {r['unit']} | {_fmt(r['baseline'])} ({r['baseline_name']}) | "
+                     f"{r['ratio']:.2f}x | {r['goal'] or 'report'} | {passed} | {r['notes']} |")
+    device = {(r["device"], r["torch"]) for r in rows}
+    foot = "; ".join(f"{d}, torch {t}" for d, t in sorted(device))
+    return "\n".join(lines) + f"\n\nMeasured by `make bench` on {foot}.\n"
+
+
+def read_rows(out: Path) -> list[dict]:
+    return [r for section in SECTIONS for r in json.loads((out / f"{section}.json").read_text())]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="two steps, one round: plumbing only (tests)")
+    ap.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+    args = ap.parse_args()
+    loop_steps, opt_steps, repeats = LOOP_STEPS, OPT_STEPS, REPEATS
+    if args.quick:
+        loop_steps, opt_steps, repeats = dict.fromkeys(LOOP_STEPS, 2), dict.fromkeys(OPT_STEPS, 2), 1
+    s = settings("mnist_logreg")
+    torch.set_num_threads(s.cfg["threads"])  # the suite's per-run setting (1)
+    torch.use_deterministic_algorithms(bool(s.cfg["deterministic"]))  # as a run does
+    env = environment(torch.device("cpu"))
+    print(f"{env['device_name']} ({env['cpu_count']} cores), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s), median of {repeats} round(s) after a warm-up", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {"loop": bench_loop(env, loop_steps, repeats),
+               "optimizer_step": bench_optimizer(env, opt_steps, repeats),
+               "threads": bench_threads(env, {k: loop_steps[k] for k in ("mnist_logreg", "mnist_mlp")}, repeats)}
+    for section, rows in results.items():
+        (args.out / f"{section}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = markdown(read_rows(args.out))
+    (args.out / "README_table.md").write_text(table)
+    print("\n" + table)
+    print(f"wrote {', '.join(f'{s}.json' for s in SECTIONS)} and README_table.md in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
