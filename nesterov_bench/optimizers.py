@@ -10,6 +10,12 @@ The benchmark compares
   Sutskever et al. (2013), written the way ``torch.optim.SGD(nesterov=True)`` writes it,
 * ``adam``     -- Adam with bias correction (Kingma & Ba 2015), as ``torch.optim.Adam``.
 
+Besides these, ``FORMULATIONS`` holds other forms, selectable by ``optimizer.name`` (conf/optimizer/):
+``nesterov_sutskever`` (Sutskever et al.'s velocity form) and ``nesterov_1983`` (Nesterov's two
+sequences), which give ``nesterov``'s iterates under a constant learning rate; and the first
+article's two rules as written, ``article_ema`` (heavy ball at lr·(1 − β)) and ``article_stated``
+(a diverging, delayed gradient ascent). tests/test_formulations.py checks each claim.
+
 Each rule is a pure function ``rule(p, g, state, **hyperparameters) -> (new_p, new_state)``:
 
 * ``p`` and ``g`` are tensors of the same shape (parameter and its gradient at ``p``);
@@ -334,12 +340,20 @@ def article_stated(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: H
         v_{t+1} = v_t + β · v_t − η · ∇J(w_{t−1})
         θ_{t+1} = θ_t − η · v_{t+1}
 
-    ∇J(w_{t−1}) is the gradient at the previous iterate: the state keeps the last gradient
-    (zero before the first step), so the step taken at t uses the gradient of t − 1. What it is:
-    the velocity's own factor is 1 + β > 1, so v grows like (1 + β)^t whatever the gradient,
-    and the two minus signs make θ move by +η² ∇J, up the gradient: a diverging gradient *ascent*
-    with a one-step delay. It is no form of Nesterov's method (nor of heavy ball, whose factor
-    is β < 1).
+    ∇J(w_{t−1}) is the gradient at the previous iterate (the article: "the partial derivative at the
+    parameters w_{t−1} of the previous time step"): the state keeps the last gradient (zero before
+    the first step, so the first step does not move), and the step taken at t uses the gradient of
+    t − 1.
+
+    What it is, exactly: with u = −η v (the displacement, θ_{t+1} = θ_t + u_{t+1})::
+
+        u_{t+1} = (1 + β) · u_t + η² · ∇J(θ_{t−1})
+
+    i.e. heavy ball (``momentum``: b ← μ b + g, θ ← θ − lr b) with momentum coefficient μ = 1 + β
+    and learning rate lr = −η², fed the one-step-delayed gradient. The coefficient 1 + β > 1 makes
+    the velocity grow like (1 + β)^t whatever the gradient, and the negative learning rate moves θ
+    *up* the gradient: a diverging, delayed gradient ascent. It is no form of Nesterov's method
+    (nor of heavy ball, whose coefficient is β < 1 and whose learning rate is positive).
 
     State: ``{"velocity": v, "prev_grad": ∇J(w_{t−1})}`` (zeros at first).
     """
