@@ -8,8 +8,10 @@ written -- so a typo costs one line on stderr and exit status 2, never a half-ma
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -108,4 +110,22 @@ def check_overrides(argv: list[str]) -> None:
     except OverrideParseException as e:
         raise ConfigError(f"cannot parse the overrides: {str(e).splitlines()[0]}") from None
     for variant in variants:
-        resolve(compose_config(variant))
+        settings = resolve(compose_config(variant))
+        if multirun:  # Hydra writes its sweep folder under results_dir before the first run starts
+            check_writable(settings.cfg["results_dir"])
+
+
+def check_writable(results_dir: str) -> None:
+    """Refuse a results_dir that cannot be created or written (a file in the way, a read-only place)."""
+    path = Path(results_dir).expanduser().absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        why = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        why = f"{existing} is not writable"
+    else:
+        return
+    raise ConfigError(f"results_dir={results_dir}: cannot create {path} ({why}); "
+                      "set results_dir to a writable folder")

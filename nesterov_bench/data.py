@@ -3,7 +3,8 @@
 Where the files come from, in order: ``data.root`` (torchvision's layout, ``<root>/MNIST/raw/``),
 then the offline mirror ``data.source`` (the original archives, copied into the root and checked
 against torchvision's md5), then -- only with ``data.download=true`` -- the internet through
-torchvision. Anything else is a ConfigError naming the path and both ways to fix it.
+torchvision. Anything else is a ConfigError naming the path and both ways to fix it (and nothing is
+created in the root). A read-only root is used as it is when it already holds the extracted files.
 """
 
 from __future__ import annotations
@@ -61,8 +62,22 @@ def _idx_complete(path: Path) -> bool:
 
 def stage_mnist_like(name: str, root: Path, source: Path | None, download: bool) -> None:
     """Make sure ``<root>/<name>/raw`` holds the four archives (md5-checked) and their extracted files."""
+    raw = root / name / "raw"
+    files = [filename for filename, _ in MIRRORED[name].resources]
+    extracted = [raw / f.removesuffix(".gz") for f in files]
+    if (raw.is_dir() and not os.access(root / name, os.W_OK)
+            and all(p.is_file() and _idx_complete(p) for p in extracted)):
+        return  # a read-only data root that holds the data: nothing to stage (and no one staging it)
+    if not download and not raw.is_dir() and (source is None or not (source / name / "raw").is_dir()):
+        raise ConfigError(_not_found(name, raw, source, files))  # before creating anything in data.root
     with _staging_lock(root / name):
         _stage_mnist_like(name, root, source, download)
+
+
+def _not_found(name: str, raw: Path, source: Path | None, missing: list[str]) -> str:
+    where = f"the offline mirror {source / name / 'raw'}" if source is not None else "no offline mirror"
+    return (f"{name} not found: {', '.join(missing)} missing in {raw} (and in {where}); copy the "
+            f"original archives there or set data.source=DIR, or set data.download=true to fetch them")
 
 
 def _stage_mnist_like(name: str, root: Path, source: Path | None, download: bool) -> None:
@@ -85,7 +100,8 @@ def _stage_mnist_like(name: str, root: Path, source: Path | None, download: bool
         mirrored = source / name / "raw" / filename if source is not None else None
         if mirrored is not None and mirrored.exists():
             if not check_integrity(str(mirrored), md5):
-                raise ConfigError(f"{mirrored} is corrupted (md5 differs from torchvision's {md5})")
+                raise ConfigError(f"{mirrored} is corrupted (md5 differs from torchvision's {md5}); replace "
+                                  "it with the original archive, or set data.source to another mirror")
             _writable_dir(raw)
             tmp = archive.with_name(f".{filename}.{os.getpid()}.tmp")
             shutil.copyfile(mirrored, tmp)
@@ -93,11 +109,7 @@ def _stage_mnist_like(name: str, root: Path, source: Path | None, download: bool
             continue
         missing.append(filename)
     if missing and not download:
-        where = f"the offline mirror {source / name / 'raw'}" if source is not None else "no offline mirror"
-        raise ConfigError(
-            f"{name} not found: {', '.join(missing)} missing in {raw} (and in {where}); copy the "
-            f"original archives there or set data.source=DIR, or set data.download=true to fetch them"
-        )
+        raise ConfigError(_not_found(name, raw, source, missing))
     _writable_dir(raw)
     try:  # extracts the archives (verifying md5 again) or, with download=true, fetches the missing ones
         cls(str(root), train=True, download=True)

@@ -8,7 +8,7 @@ Layout (paths come from the config, never the clock, so a rerun finds what is do
         wandb/            the offline W&B mirror, if any (not committed)
 
 A run is complete only when ``run.json`` says ``completed`` or ``diverged`` and its metrics file is
-there. Anything else found at a run's path is an unfinished attempt and is cleared before a redo.
+there, whole. Anything else found at a run's path is an unfinished attempt and is cleared before a redo.
 Files are written to a temporary name and renamed, so no reader ever sees half a file.
 """
 
@@ -106,17 +106,48 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 def read_run(run_dir: Path) -> dict | None:
     """The run's record, or None when it is missing or unreadable (an unfinished attempt)."""
     try:
-        return json.loads((run_dir / "run.json").read_text())
+        record = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def is_finished(run_dir: Path) -> bool:
     record = read_run(run_dir)
     return (
         record is not None and record.get("status") in FINISHED
-        and (run_dir / "metrics.parquet").is_file()
+        and _parquet_whole(run_dir / "metrics.parquet")
     )
+
+
+def _parquet_whole(path: Path) -> bool:
+    """Whether a Parquet file is there and not cut short (it ends with the format's magic bytes)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < 12:
+                return False
+            f.seek(-4, os.SEEK_END)
+            return f.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
+class SaveError(OSError):
+    """Saving a run's files failed (a full disk, a write error); the message is one line."""
+
+
+@contextlib.contextmanager
+def saving(run_dir: Path) -> Iterator[None]:
+    """Turn an OSError while saving a run's files into a one-line SaveError that says what to do."""
+    try:
+        yield
+    except OSError as e:
+        detail = (str(e).splitlines() or [type(e).__name__])[0]
+        raise SaveError(
+            f"could not save the run in {run_dir} ({detail}); it is left unfinished and a rerun redoes "
+            "it: free space there, or set results_dir to another folder"
+        ) from e
 
 
 class RunBusy(RuntimeError):

@@ -4,7 +4,8 @@
     python -m nesterov_bench.train -m optimizer=gd,momentum,nesterov,adam seed=0,1   # a sweep
 
 Everything a run needs is checked before anything is written: a bad setting is one line on
-stderr, exit status 2, and no run directory. A run whose directory already holds a finished
+stderr, exit status 2, and no run directory. A write error while saving (a full disk) is one line
+too, exit status 1, and leaves the run unfinished. A run whose directory already holds a finished
 record is skipped (``force=true`` redoes it).
 """
 
@@ -180,13 +181,14 @@ def _train(s: Settings, data, run_dir: Path) -> dict:
             batch_generator=torch.Generator().manual_seed(derived_seed(s.seed, 1)),
             record=record, progress=progress,
         )
-        store.write_metrics(run_dir / "metrics.parquet", rows)
-        result = {
-            **base, "status": outcome.status, "reason": outcome.reason, "final": outcome.final,
-            "steps": outcome.steps, "epochs": outcome.epochs, "train_time_s": outcome.train_time_s,
-            "wall_time_s": time.perf_counter() - t0, "finished_at": datetime.now(UTC).isoformat(),
-        }
-        store.write_json(run_dir / "run.json", result)  # last: its presence marks the run finished
+        with store.saving(run_dir):
+            store.write_metrics(run_dir / "metrics.parquet", rows)
+            result = {
+                **base, "status": outcome.status, "reason": outcome.reason, "final": outcome.final,
+                "steps": outcome.steps, "epochs": outcome.epochs, "train_time_s": outcome.train_time_s,
+                "wall_time_s": time.perf_counter() - t0, "finished_at": datetime.now(UTC).isoformat(),
+            }
+            store.write_json(run_dir / "run.json", result)  # last: its presence marks the run finished
     except BaseException as e:
         _record_failure(run_dir, base, e, t0)
         mirror.finish("failed", {})
@@ -220,6 +222,10 @@ def main() -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    flags = [a for a in sys.argv[1:] if a.startswith("-")]
+    if flags and all(f in ("-m", "--multirun") for f in flags):
+        # Hydra's parser takes -m only before the overrides; accept it anywhere on the line.
+        sys.argv[1:] = [*flags, *(a for a in sys.argv[1:] if not a.startswith("-"))]
     _hydra_main()
 
 
@@ -229,6 +235,9 @@ def _hydra_entry(cfg: DictConfig) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except store.SaveError as e:  # disk full, a write error: a fault, not a bad setting
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _hydra_main() -> None:
