@@ -16,15 +16,19 @@ sequences), which give ``nesterov``'s iterates under a constant learning rate; a
 article's two rules as written, ``article_ema`` (heavy ball at lr·(1 − β)) and ``article_stated``
 (a diverging, delayed gradient ascent). tests/test_formulations.py checks each claim.
 
-Each rule is a pure function ``rule(p, g, state, **hyperparameters) -> (new_p, new_state)``:
+Each rule is written once, as an in-place step ``name_(p, g, state, **hyperparameters)``,
+with its pure form ``name(p, g, state, **hyperparameters) -> (new_p, new_state)`` derived from it:
 
 * ``p`` and ``g`` are tensors of the same shape (parameter and its gradient at ``p``);
 * ``state`` is a dict of tensors, ``{}`` before the first step; the rule creates its own
-  buffers (all starting at zero) and returns a new dict -- nothing passed in is mutated;
+  buffers (all starting at zero).  ``name_`` updates ``p`` and ``state`` in place (what
+  :class:`Optimizer` and the training loop use: no new tensors per step beyond a temporary or
+  two, as in ``torch.optim``); ``name`` runs it on copies and modifies nothing passed in;
+* ``g`` is never written to;
 * hyperparameters may be python floats *or* tensors that broadcast against ``p``: a
   population of K models stacked along a leading axis (``p`` of shape ``(K, ...)``) can be
   stepped in one call with, e.g., ``lr`` of shape ``(K, 1, ..., 1)``.  For that reason the
-  rules never branch on hyperparameter values and never call ``.item()``.
+  rules never branch on tensor values and never call ``.item()``.
 
 Parameters are real floating-point tensors.  Weight decay is *coupled* L2 regularisation,
 ``g <- g + wd * p`` applied to the gradient before the rule, exactly as in
@@ -75,15 +79,23 @@ __all__ = [
     "Optimizer",
     "OptimizerConfig",
     "adam",
+    "adam_",
     "article_ema",
+    "article_ema_",
     "article_stated",
+    "article_stated_",
     "build",
     "gd",
+    "gd_",
     "hyperparameters",
     "momentum",
+    "momentum_",
     "nesterov",
+    "nesterov_",
     "nesterov_1983",
+    "nesterov_1983_",
     "nesterov_sutskever",
+    "nesterov_sutskever_",
 ]
 
 Hyper = float | Tensor
@@ -92,17 +104,30 @@ Rule = Callable[..., tuple[Tensor, State]]
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure update rules
+# The update rules, each written once, in place
 # ---------------------------------------------------------------------------------------------
+# Each ``name_(p, g, state, **hp)`` updates ``p`` and the tensors of ``state`` in place (creating
+# missing buffers in ``state``) and never writes to ``g``. Every line spells out the rounding of
+# the formula in its docstring (products formed, then added), with no fused ``alpha=``/``value=``
+# arguments, which may round once instead of twice: the numbers do not depend on the CPU's
+# vector instructions. ``_functional`` turns each into the pure ``name(p, g, state, **hp)``.
 
 
 def _decayed(p: Tensor, g: Tensor, weight_decay: Hyper) -> Tensor:
-    """Coupled L2 weight decay: g + wd·p (no branch on wd, so tensors work; wd = 0 gives g)."""
+    """Coupled L2 weight decay: g + wd·p (a new tensor; ``g`` itself when wd is the float 0)."""
+    if isinstance(weight_decay, numbers.Real) and weight_decay == 0:
+        return g
     return g + weight_decay * p
 
 
-def gd(p: Tensor, g: Tensor, state: State, *, lr: Hyper, weight_decay: Hyper = 0.0,
-       ) -> tuple[Tensor, State]:
+def _buffer(state: State, key: str, p: Tensor) -> Tensor:
+    """``state[key]``, created as zeros shaped like ``p`` on the first step."""
+    if key not in state:
+        state[key] = torch.zeros_like(p)
+    return state[key]
+
+
+def gd_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, weight_decay: Hyper = 0.0) -> None:
     r"""Gradient descent: one step.
 
     Algorithm (one step, gradient g = ∇f(p) taken at the current parameters p)::
@@ -110,23 +135,19 @@ def gd(p: Tensor, g: Tensor, state: State, *, lr: Hyper, weight_decay: Hyper = 0
         g ← g + wd · p          (coupled L2 weight decay; wd = 0 by default)
         p ← p − lr · g
 
-    Conventions: the learning rate multiplies the gradient directly; there is no state
-    (a copy of ``state`` is returned).  Equals
-    ``torch.optim.SGD(params, lr, weight_decay=wd)``.
+    Conventions: the learning rate multiplies the gradient directly; there is no state.
+    Equals ``torch.optim.SGD(params, lr, weight_decay=wd)``.
 
     Args:
         p: parameters; g: gradient at ``p`` (same shape); state: ``{}`` (unused).
         lr, weight_decay: floats or tensors broadcastable against ``p``.
-
-    Returns:
-        ``(new_p, new_state)``; the inputs are not modified.
     """
     g = _decayed(p, g, weight_decay)
-    return p - lr * g, dict(state)
+    p.sub_(lr * g)
 
 
-def momentum(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
-             weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+def momentum_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+              weight_decay: Hyper = 0.0) -> None:
     r"""Heavy-ball momentum (Polyak 1964), in PyTorch's form: one step.
 
     Algorithm (gradient g = ∇f(p) at the current parameters p, buffer b, μ = ``momentum``)::
@@ -143,21 +164,16 @@ def momentum(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
     step is about lr/(1 − μ) · g: see the module's fairness caveat.
 
     State: ``{"momentum_buffer": b}`` (created as zeros when ``state`` is ``{}``).
-
-    Returns:
-        ``(new_p, new_state)``; the inputs are not modified.
     """
     mu = momentum
     g = _decayed(p, g, weight_decay)
-    b = state.get("momentum_buffer")
-    if b is None:
-        b = torch.zeros_like(p)
-    b = mu * b + g
-    return p - lr * b, {**state, "momentum_buffer": b}
+    b = _buffer(state, "momentum_buffer", p)
+    b.mul_(mu).add_(g)
+    p.sub_(lr * b)
 
 
-def nesterov(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
-             weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+def nesterov_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+              weight_decay: Hyper = 0.0) -> None:
     r"""Nesterov's accelerated gradient (Nesterov 1983; Sutskever et al. 2013), PyTorch's form.
 
     Algorithm (gradient g = ∇f(p) at the current parameters p, buffer b, μ = ``momentum``)::
@@ -178,21 +194,18 @@ def nesterov(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
     ``torch.optim.SGD(params, lr, momentum=μ, nesterov=True, weight_decay=wd)``.
 
     State: ``{"momentum_buffer": b}`` (created as zeros when ``state`` is ``{}``).
-
-    Returns:
-        ``(new_p, new_state)``; the inputs are not modified.
     """
     mu = momentum
     g = _decayed(p, g, weight_decay)
-    b = state.get("momentum_buffer")
-    if b is None:
-        b = torch.zeros_like(p)
-    b = mu * b + g
-    return p - lr * (g + mu * b), {**state, "momentum_buffer": b}
+    b = _buffer(state, "momentum_buffer", p)
+    b.mul_(mu).add_(g)
+    step = b * mu
+    step.add_(g).mul_(lr)
+    p.sub_(step)
 
 
-def adam(p: Tensor, g: Tensor, state: State, *, lr: Hyper, beta1: Hyper, beta2: Hyper,
-         eps: Hyper, weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+def adam_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, beta1: Hyper, beta2: Hyper,
+          eps: Hyper, weight_decay: Hyper = 0.0) -> None:
     r"""Adam (Kingma & Ba 2015) with bias correction, in ``torch.optim.Adam``'s arithmetic.
 
     Algorithm (gradient g = ∇f(p) at the current parameters p; m, v, t start at 0)::
@@ -218,31 +231,23 @@ def adam(p: Tensor, g: Tensor, state: State, *, lr: Hyper, beta1: Hyper, beta2: 
     all entries of p (so by all members of a stacked population).  The bias corrections
     1 − β^t are computed in float64 (as torch does, in python floats) when β is a python
     float; tensor β's should have p's dtype, and are then used in that precision.
-
-    Returns:
-        ``(new_p, new_state)``; the inputs are not modified.
     """
     g = _decayed(p, g, weight_decay)
-    m = state.get("m")
-    v = state.get("v")
-    t = state.get("t")
-    if m is None:
-        m = torch.zeros_like(p)
-    if v is None:
-        v = torch.zeros_like(p)
-    if t is None:
+    m = _buffer(state, "m", p)
+    v = _buffer(state, "v", p)
+    if "t" not in state:
         # float64, like the python float torch uses: 1 − β^t cancels digits for small t, and in
         # float32 (β2 = 0.999 rounds to 0.99900001) it would be off by ~1e-5 relative.
-        t = torch.zeros((), dtype=torch.float64, device=p.device)
-    t = t + 1
-    m = beta1 * m + (1 - beta1) * g
-    v = beta2 * v + (1 - beta2) * (g * g)
+        state["t"] = torch.zeros((), dtype=torch.float64, device=p.device)
+    t = state["t"].add_(1)
+    m.mul_(beta1).add_((1 - beta1) * g)
+    g2 = g * g
+    v.mul_(beta2).add_(g2.mul_(1 - beta2))
     bias_correction1 = 1 - beta1**t
     bias_correction2 = 1 - beta2**t
     step_size = lr / bias_correction1
-    denom = v.sqrt() / bias_correction2.sqrt() + eps
-    new_p = p - step_size * (m / denom)
-    return new_p, {**state, "m": m, "v": v, "t": t}
+    denom = v.sqrt().div_(bias_correction2.sqrt()).add_(eps)
+    p.sub_(torch.div(m, denom, out=denom).mul_(step_size))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +257,8 @@ def adam(p: Tensor, g: Tensor, state: State, *, lr: Hyper, beta1: Hyper, beta2: 
 # point where its gradient is evaluated, and whatever else it needs in its state.
 
 
-def nesterov_sutskever(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
-                       weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+def nesterov_sutskever_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+                        weight_decay: Hyper = 0.0) -> None:
     r"""Nesterov's method in Sutskever et al. (2013)'s velocity form.
 
     Their iteration (θ the "base" point, v an lr-scaled velocity, ε = lr, μ = ``momentum``)::
@@ -275,15 +280,15 @@ def nesterov_sutskever(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentu
     """
     mu = momentum
     g = _decayed(p, g, weight_decay)
-    v = state.get("velocity")
-    if v is None:
-        v = torch.zeros_like(p)
-    v_new = mu * v - lr * g
-    return p - mu * v + (1 + mu) * v_new, {**state, "velocity": v_new}
+    v = _buffer(state, "velocity", p)
+    mv = mu * v
+    p.sub_(mv)
+    v.copy_(mv.sub_(lr * g))
+    p.add_((1 + mu) * v)
 
 
-def nesterov_1983(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
-                  weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+def nesterov_1983_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+                   weight_decay: Hyper = 0.0) -> None:
     r"""Nesterov's (1983) two-sequence form, with a constant momentum coefficient μ.
 
     Two sequences, x (the iterates) and y (the extrapolated points where gradients are taken)::
@@ -303,15 +308,16 @@ def nesterov_1983(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hy
     """
     mu = momentum
     g = _decayed(p, g, weight_decay)
-    x = state.get("x")
-    if x is None:
-        x = p.clone()
+    if "x" not in state:
+        state["x"] = p.clone()
+    x = state["x"]
     x_new = p - lr * g
-    return x_new + mu * (x_new - x), {**state, "x": x_new}
+    p.copy_(x_new).add_(mu * (x_new - x))
+    x.copy_(x_new)
 
 
-def article_ema(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
-                weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+def article_ema_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+                 weight_decay: Hyper = 0.0) -> None:
     r"""The first article's algorithm for "Nesterov momentum", as written (β = ``momentum``)::
 
         v ← β · v + (1 − β) · ∇J(θ)
@@ -326,15 +332,13 @@ def article_ema(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hype
     """
     beta = momentum
     g = _decayed(p, g, weight_decay)
-    v = state.get("ema")
-    if v is None:
-        v = torch.zeros_like(p)
-    v = beta * v + (1 - beta) * g
-    return p - lr * v, {**state, "ema": v}
+    v = _buffer(state, "ema", p)
+    v.mul_(beta).add_((1 - beta) * g)
+    p.sub_(lr * v)
 
 
-def article_stated(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
-                   weight_decay: Hyper = 0.0) -> tuple[Tensor, State]:
+def article_stated_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
+                    weight_decay: Hyper = 0.0) -> None:
     r"""The first article's *formula* for Nesterov momentum, taken literally (β = ``momentum``)::
 
         v_{t+1} = v_t + β · v_t − η · ∇J(w_{t−1})
@@ -359,14 +363,39 @@ def article_stated(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: H
     """
     beta = momentum
     g = _decayed(p, g, weight_decay)
-    v = state.get("velocity")
-    g_prev = state.get("prev_grad")
-    if v is None:
-        v = torch.zeros_like(p)
-    if g_prev is None:
-        g_prev = torch.zeros_like(p)
-    v = v + beta * v - lr * g_prev
-    return p - lr * v, {**state, "velocity": v, "prev_grad": g}
+    v = _buffer(state, "velocity", p)
+    g_prev = _buffer(state, "prev_grad", p)
+    v.add_(beta * v).sub_(lr * g_prev)
+    p.sub_(lr * v)
+    g_prev.copy_(g)
+
+
+def _functional(rule_: Callable[..., None]) -> Rule:
+    """The pure form of an in-place rule: ``rule(p, g, state, **hp) -> (new_p, new_state)``.
+
+    It runs ``rule_`` on copies, so nothing passed in is modified; same arithmetic, same numbers.
+    """
+
+    def rule(p: Tensor, g: Tensor, state: State, **hp: Hyper) -> tuple[Tensor, State]:
+        new_p, new_state = p.clone(), {k: v.clone() for k, v in state.items()}
+        rule_(new_p, g, new_state, **hp)
+        return new_p, new_state
+
+    rule.__name__ = rule.__qualname__ = rule_.__name__.rstrip("_")
+    rule.__doc__ = (f"Pure form of :func:`{rule_.__name__}` (same arithmetic; inputs are not "
+                    "modified); returns ``(new_p, new_state)``.")
+    rule.inplace = rule_  # type: ignore[attr-defined]
+    return rule
+
+
+gd = _functional(gd_)
+momentum = _functional(momentum_)
+nesterov = _functional(nesterov_)
+adam = _functional(adam_)
+nesterov_sutskever = _functional(nesterov_sutskever_)
+nesterov_1983 = _functional(nesterov_1983_)
+article_ema = _functional(article_ema_)
+article_stated = _functional(article_stated_)
 
 
 #: The four optimizers the benchmark compares (each checked against torch.optim).
@@ -530,14 +559,14 @@ class Optimizer(torch.optim.Optimizer):
 
     The hyperparameters live in each param group (keys of :func:`hyperparameters`, e.g.
     ``lr``), so learning-rate schedulers that edit ``group["lr"]`` work.  Parameters whose
-    ``.grad`` is None are skipped, as in torch.  The rule's state dict is kept in
-    ``self.state[p]`` and the new parameters are written in place under ``torch.no_grad()``.
+    ``.grad`` is None are skipped, as in torch.  The rule's in-place form (``gd_`` for ``gd``,
+    ...) updates each parameter and its state dict ``self.state[p]`` under ``torch.no_grad()``.
     """
 
     def __init__(self, params: Iterable[Any], cfg: OptimizerConfig) -> None:
         cfg.validate()
         self.cfg = cfg
-        self.rule = ALL_RULES[cfg.name]
+        self.rule_ = ALL_RULES[cfg.name].inplace
         self._hp_keys = tuple(hyperparameters(cfg))
         super().__init__(params, hyperparameters(cfg))
 
@@ -555,9 +584,7 @@ class Optimizer(torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{self.cfg.name} does not support sparse gradients")
-                new_p, new_state = self.rule(p, p.grad, dict(self.state[p]), **hp)
-                p.copy_(new_p)
-                self.state[p] = new_state
+                self.rule_(p, p.grad, self.state[p], **hp)
         return loss
 
 

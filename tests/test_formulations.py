@@ -217,7 +217,7 @@ def test_article_stated_rule_grows_at_the_spectral_radius_of_its_recursion():
 def test_variants_are_selectable_by_name():
     for name in ("nesterov_sutskever", "nesterov_1983", "article_ema", "article_stated"):
         cfg = O.OptimizerConfig.from_mapping({"name": name, "lr": 0.01, "momentum": 0.9})
-        assert O.build([torch.nn.Parameter(torch.zeros(3))], cfg).rule is O.FORMULATIONS[name]
+        assert O.build([torch.nn.Parameter(torch.zeros(3))], cfg).rule_ is O.FORMULATIONS[name].inplace
 
 
 @pytest.mark.parametrize("name", list(O.FORMULATIONS))

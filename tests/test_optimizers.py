@@ -11,6 +11,7 @@ from torch import nn
 
 from nesterov_bench.errors import ConfigError
 from nesterov_bench.optimizers import (
+    ALL_RULES,
     RULES,
     Optimizer,
     OptimizerConfig,
@@ -191,6 +192,29 @@ def test_rules_are_out_of_place(name):
     assert all(torch.equal(state[k], state_copy[k]) for k in state)
     assert state2 is not state
     assert not torch.equal(new_p2, new_p)
+
+
+@pytest.mark.parametrize("name", list(ALL_RULES))
+def test_inplace_step_updates_p_and_state_never_g(name):
+    """``name_`` (what Optimizer runs) updates p and the state's own tensors in place, leaves the
+    gradient alone, and lands on the pure form's numbers exactly."""
+    gen = torch.Generator().manual_seed(5)
+    p = torch.randn(4, 3, generator=gen)
+    hp = {"gd": {"lr": 0.1}, "adam": {"lr": 0.1, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}}.get(
+        name, {"lr": 0.1, "momentum": 0.9})
+    p0, p_id, pure_p, pure_state, state = p.clone(), p.data_ptr(), p.clone(), {}, {}
+    for _ in range(3):
+        g = torch.randn(4, 3, generator=gen)
+        g_copy = g.clone()
+        pure_p, pure_state = ALL_RULES[name](pure_p, g, pure_state, **hp, weight_decay=0.01)
+        buffers = dict(state)
+        ALL_RULES[name].inplace(p, g, state, **hp, weight_decay=0.01)
+        assert torch.equal(g, g_copy) and p.data_ptr() == p_id
+        assert all(state[k] is v for k, v in buffers.items())  # same buffers, updated in place
+        assert torch.equal(p, pure_p)
+        assert state.keys() == pure_state.keys()
+        assert all(torch.equal(state[k], pure_state[k]) for k in state)
+    assert not torch.equal(p, p0)
 
 
 # ---------------------------------------------------------------------------------------------
