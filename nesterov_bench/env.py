@@ -40,6 +40,8 @@ def _static() -> dict:
         "hostname": platform.node(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        # the vector kernels torch picked (AVX2, AVX512, ...): float results may differ between them
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,

@@ -142,6 +142,43 @@ def fit(
 ) -> Outcome:
     """Train ``model`` for ``tc.epochs`` epochs; evaluate before the first step and every
     ``tc.eval_every`` epochs; stop early, status ``diverged``, when a loss is NaN or infinite."""
+    return fit_members(task, _Single(task, model), optimizer, data, tc,
+                       batch_generators=[batch_generator], records=[record], progress=progress)[0]
+
+
+class _Single:
+    """One model, as the loop's members interface (population.Population is the vectorized one)."""
+
+    stacked = False  # batches are (B, ...), not (K, B, ...)
+
+    def __init__(self, task: Task, model: nn.Module):
+        self.task, self.module, self.members = task, model, (model,)
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss to differentiate, and each member's loss (detached, shape (K,))."""
+        loss = self.task.loss(self.module(x), y)
+        return loss, loss.detach().reshape(1)
+
+
+def fit_members(
+    task: Task,
+    members: Any,
+    optimizer: torch.optim.Optimizer,
+    data: Data,
+    tc: TrainConfig,
+    *,
+    batch_generators: list[torch.Generator],
+    records: list[Record],
+    progress: bool = False,
+) -> list[Outcome]:
+    """The loop, for K members trained side by side (``members``: a ``_Single`` or a
+    ``population.Population``); one generator (batch order) and one record callback per member.
+
+    Each member follows exactly the schedule a run of its own would: the same steps, records and
+    evaluations; a member whose loss turns non-finite stops being recorded (status ``diverged``)
+    while the others go on. Training time is the members' shared time.
+    """
+    k_members = len(members.members)
     train = data.train
     n = len(train)
     full_batch = tc.batch_size is None or tc.batch_size >= n
@@ -154,74 +191,90 @@ def fit(
     # A fixed subset (the first examples of the already-shuffled split): the same for every run.
     eval_splits = {"train": Split(train.x[:ets], train.y[:ets]), **data.evaluation_splits()}
     watch = _Stopwatch(train.x.device)
-    final: dict[str, float] = {}
+    finals: list[dict[str, float]] = [{} for _ in range(k_members)]
+    outcomes: list[Outcome | None] = [None] * k_members  # set when a member stops early
+    step = 0
 
-    def evaluate(step: int, epoch: float) -> bool:
-        """Record every split's metrics; False when one of the losses is not finite."""
-        model.eval()
-        ok = True
-        for name, split in eval_splits.items():
-            metrics = task.evaluate(model, split, tc.eval_batch_size)
-            record(step, epoch, name, metrics, watch.total)
-            final.update({f"{name}/{k}": v for k, v in metrics.items()})
-            ok = ok and math.isfinite(metrics["loss"])
-        model.train()
-        return ok
+    def alive() -> list[int]:
+        return [k for k in range(k_members) if outcomes[k] is None]
+
+    def stop(k: int, reason: str) -> None:
+        outcomes[k] = Outcome("diverged", step, step / steps_per_epoch, watch.total, finals[k], reason)
+
+    def evaluate(epoch: float, reason: str) -> bool:
+        """Record every live member's metrics on every split; stop those with a non-finite loss.
+        False when no member is left."""
+        for k in alive():
+            member = members.members[k]
+            member.eval()
+            ok = True
+            for name, split in eval_splits.items():
+                metrics = task.evaluate(member, split, tc.eval_batch_size)
+                records[k](step, epoch, name, metrics, watch.total)
+                finals[k].update({f"{name}/{m}": v for m, v in metrics.items()})
+                ok = ok and math.isfinite(metrics["loss"])
+            member.train()
+            if not ok:
+                stop(k, reason)
+        return bool(alive())
 
     # Steps within an epoch (1-based) after which an extra, mid-epoch evaluation runs.
     mid_epoch = {round(k * steps_per_epoch / tc.evals_per_epoch) for k in range(1, tc.evals_per_epoch)}
     mid_epoch -= {0, steps_per_epoch}
-    step, status, reason = 0, "completed", None
     bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
-    if not evaluate(0, 0.0):
-        status, reason = "diverged", "non-finite loss at initialisation"
-    running, count = torch.zeros((), device=train.x.device), 0
-    for epoch in range(tc.epochs if status == "completed" else 0):
+    going = evaluate(0.0, "non-finite loss at initialisation")
+    running, count = torch.zeros(k_members, device=train.x.device), 0
+    for epoch in range(tc.epochs if going else 0):
         watch.start()
-        # The permutation is drawn on the CPU so the batch order does not depend on the device.
-        perm = None if full_batch else torch.randperm(n, generator=batch_generator).to(train.x.device)
+        perm = None
+        if not full_batch:
+            # The permutations are drawn on the CPU so the batch order does not depend on the device.
+            perms = [torch.randperm(n, generator=g) for g in batch_generators]
+            perm = (torch.stack(perms) if members.stacked else perms[0]).to(train.x.device)
         for i in range(steps_per_epoch):
             if full_batch:
                 x, y = train.x, train.y
+                if members.stacked:
+                    x, y = x.expand(k_members, *x.shape), y.expand(k_members, *y.shape)
             else:
-                idx = perm[i * bs : (i + 1) * bs]
+                idx = perm[..., i * bs : (i + 1) * bs]
                 x, y = train.x[idx], train.y[idx]
-            loss = task.loss(model(x), y)
+            loss, per_member = members.losses(x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if tc.epoch_decay:
-                _article_decay_step(model, optimizer, tc.epoch_decay, epoch)
+                _article_decay_step(members.module, optimizer, tc.epoch_decay, epoch)
             step += 1
-            running += loss.detach()
+            running += per_member
             count += 1
             last = i == steps_per_epoch - 1 or step == total_steps
             if step % tc.log_every == 0 or last or i + 1 in mid_epoch:
-                mean = (running / count).item()  # host sync, once per log interval
+                means = (running / count).tolist()  # host sync, once per log interval
                 elapsed = watch.stop()
-                record(step, step / steps_per_epoch, "train", {"batch_loss": mean}, elapsed)
+                for k in alive():
+                    records[k](step, step / steps_per_epoch, "train", {"batch_loss": means[k]}, elapsed)
+                    if not math.isfinite(means[k]):
+                        stop(k, f"non-finite training loss at step {step}")
                 bar.update(count)
-                bar.set_postfix(loss=f"{mean:.4g}", epoch=epoch + 1, refresh=False)
+                bar.set_postfix(loss=f"{means[0]:.4g}", epoch=epoch + 1, refresh=False)
                 running.zero_()
                 count = 0
-                if not math.isfinite(mean):
-                    status, reason = "diverged", f"non-finite training loss at step {step}"
-                    break
-                if step == total_steps:
-                    break
-                if i + 1 in mid_epoch and not evaluate(step, step / steps_per_epoch):
-                    status, reason = "diverged", f"non-finite evaluation loss at step {step}"
+                going = bool(alive()) and step < total_steps
+                if going and i + 1 in mid_epoch:
+                    going = evaluate(step / steps_per_epoch, f"non-finite evaluation loss at step {step}")
+                if not going:
                     break
                 watch.start()
         else:
             watch.stop()
-        if status != "completed":
+        if not alive():
             break
         if (epoch + 1) % tc.eval_every == 0 or step == total_steps:
-            if not evaluate(step, step / steps_per_epoch):
-                status, reason = "diverged", f"non-finite evaluation loss at step {step}"
+            if not evaluate(step / steps_per_epoch, f"non-finite evaluation loss at step {step}"):
                 break
         if step == total_steps:
             break
     bar.close()
-    return Outcome(status, step, step / steps_per_epoch, watch.total, final, reason)
+    return [o if o is not None else Outcome("completed", step, step / steps_per_epoch, watch.total, finals[k])
+            for k, o in enumerate(outcomes)]

@@ -561,6 +561,9 @@ class Optimizer(torch.optim.Optimizer):
     ``lr``), so learning-rate schedulers that edit ``group["lr"]`` work.  Parameters whose
     ``.grad`` is None are skipped, as in torch.  The rule's in-place form (``gd_`` for ``gd``,
     ...) updates each parameter and its state dict ``self.state[p]`` under ``torch.no_grad()``.
+    For a population whose parameters are stacked along a leading axis of size K
+    (``population.Population``), a group's hyperparameter may be a tensor of shape (K,): member k
+    is stepped with entry k.
     """
 
     def __init__(self, params: Iterable[Any], cfg: OptimizerConfig) -> None:
@@ -579,11 +582,15 @@ class Optimizer(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             hp = {k: group[k] for k in self._hp_keys}
+            per_member = [k for k, v in hp.items() if isinstance(v, Tensor)]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError(f"{self.cfg.name} does not support sparse gradients")
+                if per_member:  # (K,) -> (K, 1, ..., 1): member k's value on p[k]
+                    shape = (-1,) + (1,) * (p.dim() - 1)
+                    hp.update({k: group[k].view(shape) for k in per_member})
                 self.rule_(p, p.grad, self.state[p], **hp)
         return loss
 

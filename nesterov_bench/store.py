@@ -34,7 +34,7 @@ LOCK = ".lock"
 
 # Settings that do not change a run's numbers: two configs differing only here are the same run.
 NOT_IDENTITY = ("results_dir", "force", "progress", "device", "threads", "wandb", "data.root",
-                "data.source", "data.download", "sweep", "lr_grid", "lr_index")
+                "data.source", "data.download", "sweep", "lr_grid", "lr_index", "members")
 
 
 def hp_dirname(opt: Mapping[str, Any]) -> str:

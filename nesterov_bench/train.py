@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import optimizers, protocol, store
 from .env import environment
 from .errors import ConfigError
-from .loop import TrainConfig, fit
+from .loop import Outcome, TrainConfig, fit
 from .tasks import Task, make_task
 from .tracking import MODES, Mirror
 
@@ -38,7 +38,7 @@ log = logging.getLogger("nesterov_bench")
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TOP_LEVEL = {"seed", "device", "threads", "deterministic", "results_dir", "experiment_name", "stage",
              "force", "progress", "task", "optimizer", "train", "data", "wandb", "lr_index",
-             "lr_grid", "sweep"}
+             "lr_grid", "sweep", "members"}
 
 
 @dataclass
@@ -105,32 +105,45 @@ def derived_seed(seed: int, purpose: int) -> int:
     return int(np.random.SeedSequence([seed, purpose]).generate_state(1)[0])
 
 
-def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
-    """Train (or skip, if already finished) the run the config describes; return its record."""
-    s = resolve(cfg)
+def configure_torch(s: Settings) -> None:
+    """Threads and determinism, as the config says (before any tensor work of the run)."""
     if s.cfg["threads"] is not None:
         torch.set_num_threads(s.cfg["threads"])
     if s.device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
     torch.use_deterministic_algorithms(bool(s.cfg["deterministic"]), warn_only=False)
 
-    run_dir = store.run_path(s.cfg)
-    if store.is_finished(run_dir) and not s.cfg["force"]:
-        return _skip(run_dir, s)
 
-    # Everything that can be refused is checked before the run directory exists.
-    data = s.task.load_data(s.cfg["data"], s.device)
-    s.train.check_against(len(data.train))
-
+def make_run_dir(s: Settings, run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"results_dir={s.cfg['results_dir']}: cannot create {run_dir} ({e.strerror}); "
                           "set results_dir to a writable folder") from None
+
+
+def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
+    """Train (or skip, if already finished) the run the config describes; return its record."""
+    s = resolve(cfg)
+    members = s.cfg.get("members") or {}
+    if any(v is not None for v in members.values()):
+        raise ConfigError("members.seeds and members.lrs are read by python -m nesterov_bench.members; "
+                          "train runs one seed and one optimizer.lr")
+    configure_torch(s)
+
+    run_dir = store.run_path(s.cfg)
+    if store.is_finished(run_dir) and not s.cfg["force"]:
+        return skip(run_dir, s)
+
+    # Everything that can be refused is checked before the run directory exists.
+    data = s.task.load_data(s.cfg["data"], s.device)
+    s.train.check_against(len(data.train))
+
+    make_run_dir(s, run_dir)
     try:
         with store.locked(run_dir):
             if store.is_finished(run_dir) and not s.cfg["force"]:  # finished while we loaded data
-                return _skip(run_dir, s)
+                return skip(run_dir, s)
             store.clear_unfinished(run_dir)
             return _train(s, data, run_dir)
     except store.RunBusy as e:
@@ -138,7 +151,8 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
         return {"status": "busy", "run_dir": str(run_dir)}
 
 
-def _skip(run_dir: Path, s: Settings) -> dict:
+def skip(run_dir: Path, s: Settings) -> dict:
+    """The finished run's record, after checking it was made with the same settings."""
     record = store.read_run(run_dir)
     changed = store.differences(store.identity(record["config"]), store.identity(s.cfg))
     if changed:
@@ -150,51 +164,78 @@ def _skip(run_dir: Path, s: Settings) -> dict:
     return record
 
 
+class Recording:
+    """One run's record while it trains: the metric rows, the W&B mirror, then run.json.
+
+    ``save`` writes metrics.parquet and run.json (last: its presence marks the run finished);
+    ``fail`` leaves a ``failed`` record instead, unless the run was already saved; ``close``
+    finishes the mirror after a save.
+    """
+
+    def __init__(self, s: Settings, run_dir: Path, **extra: Any):
+        cfg = s.cfg
+        self.run_dir, self.rows, self.saved = run_dir, [], False
+        self.name = f"{cfg['task']['name']}__{s.opt.name}__{run_dir.parent.name}__seed={s.seed}"
+        self.mirror = Mirror(
+            cfg["wandb"], run_dir, name=self.name,
+            group=f"{cfg['experiment_name']}__{cfg['task']['name']}__{s.opt.name}",
+            job_type=cfg["stage"],
+            tags=[cfg["task"]["name"], s.opt.name, cfg["experiment_name"], cfg["stage"]],
+            config=cfg,
+        )
+        self.t0 = time.perf_counter()
+        self.base = {"schema_version": store.SCHEMA_VERSION, "run_dir": str(run_dir), "config": cfg,
+                     "selection": dataclasses.asdict(s.task.selection),
+                     "started_at": datetime.now(UTC).isoformat(), "environment": environment(s.device),
+                     **extra}
+
+    def record(self, step: int, epoch: float, split: str, metrics: dict[str, float], time_s: float):
+        self.rows.extend(dict(step=step, epoch=epoch, split=split, metric=k, value=v, time_s=time_s)
+                         for k, v in metrics.items())
+        self.mirror.log(step, epoch, split, metrics, time_s)
+
+    def save(self, outcome: Outcome) -> dict:
+        with store.saving(self.run_dir):
+            store.write_metrics(self.run_dir / "metrics.parquet", self.rows)
+            result = {
+                **self.base, "status": outcome.status, "reason": outcome.reason, "final": outcome.final,
+                "steps": outcome.steps, "epochs": outcome.epochs, "train_time_s": outcome.train_time_s,
+                "wall_time_s": time.perf_counter() - self.t0, "finished_at": datetime.now(UTC).isoformat(),
+            }
+            store.write_json(self.run_dir / "run.json", result)  # last: marks the run finished
+        self.saved = True
+        return result
+
+    def fail(self, e: BaseException) -> None:
+        if not self.saved:
+            _record_failure(self.run_dir, self.base, e, self.t0)
+            self.mirror.finish("failed", {})
+
+    def close(self, result: dict) -> None:
+        self.mirror.finish(result["status"], result["final"], record=result)
+        log.info("%s: %s in %.1fs -> %s", result["status"], self.name, result["wall_time_s"], self.run_dir)
+
+
+def show_progress(cfg: Mapping[str, Any]) -> bool:
+    return sys.stderr.isatty() if cfg["progress"] == "auto" else bool(cfg["progress"])
+
+
 def _train(s: Settings, data, run_dir: Path) -> dict:
-    cfg = s.cfg
-    name = f"{cfg['task']['name']}__{s.opt.name}__{run_dir.parent.name}__seed={s.seed}"
-    mirror = Mirror(
-        cfg["wandb"], run_dir, name=name,
-        group=f"{cfg['experiment_name']}__{cfg['task']['name']}__{s.opt.name}",
-        job_type=cfg["stage"],
-        tags=[cfg["task"]["name"], s.opt.name, cfg["experiment_name"], cfg["stage"]],
-        config=cfg,
-    )
-    rows: list[dict] = []
-
-    def record(step: int, epoch: float, split: str, metrics: dict[str, float], time_s: float):
-        rows.extend(dict(step=step, epoch=epoch, split=split, metric=k, value=v, time_s=time_s)
-                    for k, v in metrics.items())
-        mirror.log(step, epoch, split, metrics, time_s)
-
-    started, t0 = datetime.now(UTC), time.perf_counter()
-    base = {"schema_version": store.SCHEMA_VERSION, "run_dir": str(run_dir), "config": cfg,
-            "selection": dataclasses.asdict(s.task.selection),
-            "started_at": started.isoformat(), "environment": environment(s.device)}
+    rec = Recording(s, run_dir)
     try:
         torch.manual_seed(derived_seed(s.seed, 0))
         model = s.task.build_model().to(s.device)
         opt = optimizers.build(model.parameters(), s.opt)
-        progress = sys.stderr.isatty() if cfg["progress"] == "auto" else bool(cfg["progress"])
         outcome = fit(
             s.task, model, opt, data, s.train,
             batch_generator=torch.Generator().manual_seed(derived_seed(s.seed, 1)),
-            record=record, progress=progress,
+            record=rec.record, progress=show_progress(s.cfg),
         )
-        with store.saving(run_dir):
-            store.write_metrics(run_dir / "metrics.parquet", rows)
-            result = {
-                **base, "status": outcome.status, "reason": outcome.reason, "final": outcome.final,
-                "steps": outcome.steps, "epochs": outcome.epochs, "train_time_s": outcome.train_time_s,
-                "wall_time_s": time.perf_counter() - t0, "finished_at": datetime.now(UTC).isoformat(),
-            }
-            store.write_json(run_dir / "run.json", result)  # last: its presence marks the run finished
+        result = rec.save(outcome)
     except BaseException as e:
-        _record_failure(run_dir, base, e, t0)
-        mirror.finish("failed", {})
+        rec.fail(e)
         raise
-    mirror.finish(outcome.status, outcome.final, record=result)
-    log.info("%s: %s in %.1fs -> %s", outcome.status, name, result["wall_time_s"], run_dir)
+    rec.close(result)
     return result
 
 

@@ -59,8 +59,8 @@ def test_command_line_run_leaves_its_files(tmp_path, task, optimizer):
     assert {"run.json", "metrics.parquet", "wandb"} <= {p.name for p in seed_dir.iterdir()}
     record = json.loads((seed_dir / "run.json").read_text())
     env = record["environment"]
-    for key in ("python", "torch", "cuda", "device_name", "cpu_count", "git_commit", "git_dirty",
-                "packages"):
+    for key in ("python", "torch", "cuda", "device_name", "cpu_count", "cpu_capability", "git_commit",
+                "git_dirty", "packages"):
         assert key in env
     assert record["wall_time_s"] > 0 and record["status"] == "completed"
     # the offline W&B run lies inside the run directory, named after the run

@@ -1,0 +1,165 @@
+"""Vectorized members (nesterov_bench.members / population): the same runs as one at a time, within float
+tolerance, written where and as ``train`` writes them; a diverging member stops alone."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nesterov_bench import members, optimizers
+from nesterov_bench.errors import ConfigError
+from nesterov_bench.population import Population, build_optimizer
+from nesterov_bench.tasks import make_task
+
+from .conftest import REPO, SMALL_IMAGES, compose_config, overrides, train
+
+SEEDS, LRS = [0, 1], {"gd": [0.003, 0.01], "nesterov": [0.001, 0.003], "adam": [0.01, 0.03]}
+BUDGET = {
+    "linreg": ["train.epochs=2", "train.log_every=5", "train.evals_per_epoch=3"],
+    "quadratic": ["train.epochs=30", "task.dim=10", "train.log_every=3"],
+    "mnist_mlp": [*SMALL_IMAGES, "train.max_steps=6", "train.log_every=2"],
+}
+
+
+def vectorized(tmp_path, *extra):
+    return members.run(compose_config(overrides(tmp_path, *extra)))
+
+
+def one_at_a_time(tmp_path, *extra):
+    return [train(tmp_path, *extra, f"seed={seed}", f"optimizer.lr={lr}")
+            for seed in SEEDS for lr in LRS[_optimizer(extra)]]
+
+
+def _optimizer(extra):
+    return next(e.split("=")[1] for e in extra if e.startswith("optimizer="))
+
+
+def metrics(record) -> pd.DataFrame:
+    from pathlib import Path
+
+    return pd.read_parquet(Path(record["run_dir"]) / "metrics.parquet").drop(columns="time_s")
+
+
+@pytest.mark.parametrize("task,optimizer", [("linreg", "nesterov"), ("quadratic", "gd"),
+                                            ("quadratic", "nesterov"), ("mnist_mlp", "adam")])
+def test_members_equal_one_at_a_time_runs(tmp_path, task, optimizer):
+    extra = [f"task={task}", f"optimizer={optimizer}", *BUDGET[task]]
+    together = vectorized(tmp_path / "v", *extra, f"members.seeds={SEEDS}",
+                          f"members.lrs={LRS[optimizer]}")
+    alone = one_at_a_time(tmp_path / "s", *extra)
+    assert len(together) == len(alone) == 4
+    for v, s in zip(together, alone, strict=True):
+        assert v["vectorized"]["members"] == 4
+        assert v["status"] == s["status"] == "completed"
+        assert v["steps"] == s["steps"]
+        rel = v["run_dir"].split("/runs/", 1)[1]
+        assert rel == s["run_dir"].split("/runs/", 1)[1]  # the same place in the results tree
+        assert v["config"] == {**s["config"], "results_dir": v["config"]["results_dir"]}
+        a, b = metrics(v), metrics(s)
+        assert a[["step", "epoch", "split", "metric"]].equals(b[["step", "epoch", "split", "metric"]])
+        np.testing.assert_allclose(a.value, b.value, rtol=2e-5, atol=1e-6)
+    # the members differ from each other: each has its own seed and learning rate
+    finals = {json.dumps(r["final"], sort_keys=True) for r in together}
+    assert len(finals) == 4
+
+
+def test_a_diverging_member_stops_alone(tmp_path):
+    extra = ["task=quadratic", "optimizer=gd", *BUDGET["quadratic"]]
+    big, small = 1.0, 0.01  # lr 1.0 > 2/L = 0.02: gd diverges on the quadratic (L = 100)
+    together = vectorized(tmp_path / "v", *extra, "members.lrs=[1.0,0.01]")
+    assert [r["status"] for r in together] == ["diverged", "completed"]
+    assert "non-finite" in together[0]["reason"] and together[0]["steps"] < together[1]["steps"]
+    alone = [train(tmp_path / "s", *extra, f"optimizer.lr={lr}") for lr in (big, small)]
+    for v, s in zip(together, alone, strict=True):
+        assert (v["status"], v["steps"], v["reason"]) == (s["status"], s["steps"], s["reason"])
+        a, b = metrics(v), metrics(s)
+        assert a[["step", "split", "metric"]].equals(b[["step", "split", "metric"]])
+        finite = np.isfinite(b.value)
+        np.testing.assert_allclose(a.value[finite], b.value[finite], rtol=2e-5)
+
+
+def test_finished_members_are_skipped_and_the_rest_trained(tmp_path):
+    extra = ["task=linreg", "optimizer=nesterov", *BUDGET["linreg"]]
+    first = train(tmp_path, *extra, "seed=1", "optimizer.lr=0.003")
+    records = vectorized(tmp_path, *extra, "members.seeds=[0,1]", "members.lrs=[0.003]")
+    assert records[1] == first  # read back, not retrained
+    assert records[0]["vectorized"] == {"members": 1, "index": 0}
+    again = vectorized(tmp_path, *extra, "members.seeds=[0,1]", "members.lrs=[0.003]")
+    assert again == records
+
+
+def test_cnn_members_train_one_at_a_time(tmp_path):
+    records = vectorized(tmp_path, "task=mnist_cnn", "optimizer=gd", *SMALL_IMAGES, "train.max_steps=2",
+                         "members.lrs=[0.01,0.1]")
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert all("vectorized" not in r for r in records)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("members.seeds=[0,0]", "lists a value twice"),
+    ("members.lrs=[]", "non-empty list of positive numbers"),
+    ("members.lrs=[0.1,-1]", "non-empty list of positive numbers"),
+    ("members.seeds=3", "non-empty list of non-negative integers"),
+    ("members.lrs=[0.1,nan]", "non-empty list of positive numbers"),
+])
+def test_bad_member_lists_are_refused_before_anything_is_written(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        vectorized(tmp_path, "task=linreg", override)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_refuses_member_lists(tmp_path):
+    with pytest.raises(ConfigError, match="nesterov_bench.members"):
+        train(tmp_path, "task=linreg", "members.seeds=[0,1]")
+
+
+def test_command_line(tmp_path):
+    def members_cli(*args):
+        return subprocess.run([sys.executable, "-m", "nesterov_bench.members", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
+
+    ok = members_cli(*overrides(tmp_path, "task=linreg", "train.epochs=1", "members.seeds=[0,1]"))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert len(list((tmp_path / "runs").rglob("run.json"))) == 2
+    for args in (["-m", "members.seeds=[0,1]"], ["members.lrs=[0]"]):
+        bad = members_cli(*overrides(tmp_path / "bad", "task=linreg", *args))
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+        assert len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
+
+
+def test_stacked_step_matches_each_member_with_its_own_lr():
+    """The optimizer over stacked parameters gives member k exactly its own run's update."""
+    task = make_task({"name": "linreg", "n_train": 8, "n_val": 4, "n_test": 4, "noise_std": 1.0,
+                      "data_seed": 0})
+    torch.manual_seed(0)
+    models = [task.build_model() for _ in range(3)]
+    singles = [torch.nn.Linear(1, 1) for _ in range(3)]
+    for m, s in zip(models, singles, strict=True):
+        s.load_state_dict(m.state_dict())
+    pop = Population(task, models)
+    lrs = [0.1, 0.2, 0.3]
+    cfgs = [optimizers.OptimizerConfig("nesterov", lr, momentum=0.9) for lr in lrs]
+    opt = build_optimizer(pop, cfgs)
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)
+    assert opt.param_groups[0]["momentum"] == 0.9  # shared: stays a float
+    x = torch.randn(3, 5, 1)
+    y = torch.randn(3, 5)
+    for _ in range(3):
+        loss, _ = pop.losses(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for k, (s, lr) in enumerate(zip(singles, lrs, strict=True)):
+        single_opt = optimizers.build(s.parameters(), cfgs[k])
+        for _ in range(3):
+            single_opt.zero_grad()
+            task.loss(s(x[k]), y[k]).backward()
+            single_opt.step()
+        torch.testing.assert_close(pop.members[k].weight, s.weight, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(pop.members[k].bias, s.bias, rtol=1e-6, atol=1e-7)
+        assert lr == cfgs[k].lr
