@@ -107,17 +107,31 @@ Rule = Callable[..., tuple[Tensor, State]]
 # The update rules, each written once, in place
 # ---------------------------------------------------------------------------------------------
 # Each ``name_(p, g, state, **hp)`` updates ``p`` and the tensors of ``state`` in place (creating
-# missing buffers in ``state``) and never writes to ``g``. Every line spells out the rounding of
-# the formula in its docstring (products formed, then added), with no fused ``alpha=``/``value=``
-# arguments, which may round once instead of twice: the numbers do not depend on the CPU's
-# vector instructions. ``_functional`` turns each into the pure ``name(p, g, state, **hp)``.
+# missing buffers in ``state``) and never writes to ``g``. With float hyperparameters the compared
+# four run torch.optim's own single-tensor arithmetic (``add_(x, alpha=a)``, ``lerp_``, ``addcmul_``,
+# ``addcdiv_``: fused kernels, one pass over memory), so they give torch.optim's numbers bit for
+# bit on the same machine; with per-member tensors (a stacked population) the same formula is
+# evaluated as products then sums, equal within rounding. ``_functional`` makes the pure forms.
+
+
+def _plus_scaled(x: Tensor, a: Hyper, y: Tensor) -> Tensor:
+    """x + a·y as a new tensor: torch's ``x.add(y, alpha=a)`` for a float a, else x + (a·y)."""
+    return x + a * y if isinstance(a, Tensor) else x.add(y, alpha=a)
+
+
+def _add_scaled_(x: Tensor, a: Hyper, y: Tensor, z: Tensor | None = None) -> Tensor:
+    """x ← x + a·y (or x + a·y·z), in place: torch's ``add_(y, alpha=a)`` / ``addcmul_(y, z,
+    value=a)`` for a float a, else the products then the sum."""
+    if isinstance(a, Tensor):
+        return x.add_(a * y if z is None else a * y * z)
+    return x.add_(y, alpha=a) if z is None else x.addcmul_(y, z, value=a)
 
 
 def _decayed(p: Tensor, g: Tensor, weight_decay: Hyper) -> Tensor:
     """Coupled L2 weight decay: g + wd·p (a new tensor; ``g`` itself when wd is the float 0)."""
     if isinstance(weight_decay, numbers.Real) and weight_decay == 0:
         return g
-    return g + weight_decay * p
+    return _plus_scaled(g, weight_decay, p)
 
 
 def _buffer(state: State, key: str, p: Tensor) -> Tensor:
@@ -143,7 +157,7 @@ def gd_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, weight_decay: Hyper = 
         lr, weight_decay: floats or tensors broadcastable against ``p``.
     """
     g = _decayed(p, g, weight_decay)
-    p.sub_(lr * g)
+    _add_scaled_(p, -lr, g)
 
 
 def momentum_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
@@ -169,7 +183,7 @@ def momentum_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
     g = _decayed(p, g, weight_decay)
     b = _buffer(state, "momentum_buffer", p)
     b.mul_(mu).add_(g)
-    p.sub_(lr * b)
+    _add_scaled_(p, -lr, b)
 
 
 def nesterov_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
@@ -199,9 +213,7 @@ def nesterov_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, momentum: Hyper,
     g = _decayed(p, g, weight_decay)
     b = _buffer(state, "momentum_buffer", p)
     b.mul_(mu).add_(g)
-    step = b * mu
-    step.add_(g).mul_(lr)
-    p.sub_(step)
+    _add_scaled_(p, -lr, _plus_scaled(g, mu, b))
 
 
 def adam_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, beta1: Hyper, beta2: Hyper,
@@ -227,27 +239,32 @@ def adam_(p: Tensor, g: Tensor, state: State, *, lr: Hyper, beta1: Hyper, beta2:
     step is lr · g / (|g| + eps) ≈ lr · sign(g) per coordinate.  Equals
     ``torch.optim.Adam(params, lr, betas=(β1, β2), eps=eps, weight_decay=wd)``.
 
-    State: ``{"m": m, "v": v, "t": t}``; t is a 0-d float64 tensor counting steps, shared by
-    all entries of p (so by all members of a stacked population).  The bias corrections
-    1 − β^t are computed in float64 (as torch does, in python floats) when β is a python
-    float; tensor β's should have p's dtype, and are then used in that precision.
+    State: ``{"m": m, "v": v, "t": t}``; t is a 0-d float64 CPU tensor counting steps, shared
+    by all entries of p (so by all members of a stacked population).  The bias corrections
+    1 − β^t are computed in python floats, as torch does, when the hyperparameters are floats;
+    tensor hyperparameters should have p's dtype, and are then used in that precision.
     """
     g = _decayed(p, g, weight_decay)
     m = _buffer(state, "m", p)
     v = _buffer(state, "v", p)
     if "t" not in state:
-        # float64, like the python float torch uses: 1 − β^t cancels digits for small t, and in
-        # float32 (β2 = 0.999 rounds to 0.99900001) it would be off by ~1e-5 relative.
-        state["t"] = torch.zeros((), dtype=torch.float64, device=p.device)
+        # A float64 CPU scalar: read without a device sync, and as precise as the python float torch
+        # uses (1 − β^t cancels digits for small t; in float32 it would be off by ~1e-5 relative).
+        state["t"] = torch.zeros((), dtype=torch.float64)
     t = state["t"].add_(1)
-    m.mul_(beta1).add_((1 - beta1) * g)
-    g2 = g * g
-    v.mul_(beta2).add_(g2.mul_(1 - beta2))
-    bias_correction1 = 1 - beta1**t
-    bias_correction2 = 1 - beta2**t
-    step_size = lr / bias_correction1
-    denom = v.sqrt().div_(bias_correction2.sqrt()).add_(eps)
-    p.sub_(torch.div(m, denom, out=denom).mul_(step_size))
+    m.lerp_(g, 1 - beta1)  # m + (1 − β1)(g − m) = β1 m + (1 − β1) g
+    _add_scaled_(v.mul_(beta2), 1 - beta2, g, g)
+    if any(isinstance(h, Tensor) for h in (lr, beta1, beta2, eps)):
+        bias_correction1 = 1 - beta1**t
+        bias_correction2 = 1 - beta2**t
+        denom = v.sqrt().div_(bias_correction2.sqrt()).add_(eps)
+        p.sub_(lr / bias_correction1 * m / denom)
+    else:  # torch.optim.Adam's arithmetic, in python floats
+        step = t.item()
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
+        p.addcdiv_(m, denom, value=-lr / bias_correction1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,13 @@ What is timed
    against torch.optim's default (on the CPU that is torch's per-tensor for-loop, not foreach: foreach is
    the default on CUDA only), with torch's foreach and fused kernels also timed and reported. Goal: the
    suite at most 10% slower than the default.
-3. ``threads``: the suite's loop (as in 1) on mnist_logreg and mnist_mlp with 1 and 2 threads.
+3. ``population``: K members of one (task, optimizer) trained as one vectorized program
+   (``loop.fit_members`` over a ``population.Population``, as ``python -m nesterov_bench.members`` does),
+   per step, against one member alone (the goal's baseline) and, in the notes, against K runs one at a
+   time. Goal on the CPU: K = 16 members of linreg or quadratic cost at most 3x one member. mnist_mlp
+   and mnist_cnn (K = 4) are reported: where vectorizing is slower than one at a time (CNNs: grouped
+   convolutions), ``members`` trains one at a time.
+4. ``threads``: the suite's loop (as in 1) on mnist_logreg and mnist_mlp with 1 and 2 threads.
 
 How
 ---
@@ -62,13 +68,14 @@ from torchvision import transforms
 from nesterov_bench import optimizers
 from nesterov_bench.cli import compose_config
 from nesterov_bench.env import environment
-from nesterov_bench.loop import fit
+from nesterov_bench.loop import fit, fit_members
+from nesterov_bench.population import ONE_AT_A_TIME, Population, build_optimizer
 from nesterov_bench.tasks import Data
 from nesterov_bench.train import Settings, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [f"data.root={REPO / 'data'}", f"data.source={REPO.parent / 'shared' / 'data'}"]
-SECTIONS = ("loop", "optimizer_step", "threads")  # one <out>/<section>.json each
+SECTIONS = ("loop", "optimizer_step", "population", "threads")  # one <out>/<section>.json each
 #: timed steps per round (0.1 to 3 s per contender and round on one core; the whole run about 2.5 min)
 LOOP_STEPS = {"mnist_logreg": 1500, "mnist_mlp": 60, "mnist_cnn": 12}
 OPT_STEPS = {"mnist_logreg": 2000, "mnist_mlp": 200, "mnist_cnn": 60}
@@ -76,6 +83,9 @@ REPEATS = 5
 LOOP_GOALS = {"mnist_logreg": ("articles' loop", 10.0), "mnist_mlp": ("roofline", 0.7),
               "mnist_cnn": ("roofline", 0.7)}
 OPT_GOAL = 1.10  # suite time / torch default time at most
+#: population: (members K, timed steps per round, goal on K members' time / one member's, or None)
+POP = {"linreg": (16, 300, 3.0), "quadratic": (16, 300, 3.0), "mnist_mlp": (4, 12, None),
+       "mnist_cnn": (4, 3, None)}
 
 
 def timed_rounds(contenders: dict, steps: int, repeats: int) -> dict[str, list[float]]:
@@ -246,6 +256,49 @@ def bench_optimizer(env: dict, steps: dict[str, int], repeats: int) -> list[dict
     return rows
 
 
+def members_loop(s: Settings, data: Data, k: int) -> Callable[[int], float]:
+    """``loop.fit_members`` on a population of ``k`` members (lrs 1x..kx the default), as
+    ``python -m nesterov_bench.members`` trains them; each call continues for ``steps`` steps."""
+    pop = Population(s.task, [s.task.build_model() for _ in range(k)])
+    cfgs = [dataclasses.replace(s.opt, lr=s.opt.lr * (i + 1)) for i in range(k)]
+    opt = build_optimizer(pop, cfgs)
+    gens = [torch.Generator().manual_seed(i) for i in range(k)]
+    train_only = Data(train=data.train)
+
+    def run(steps: int) -> float:
+        tc = dataclasses.replace(s.train, epochs=10**6, max_steps=steps, log_every=10**9,
+                                 eval_every=10**9, evals_per_epoch=1, eval_train_size=1)
+        out = fit_members(s.task, pop, opt, train_only, tc, batch_generators=gens,
+                          records=[lambda *a: None] * k)
+        if any(o.steps != steps for o in out):
+            raise RuntimeError(f"fit_members stopped early: {[o.reason for o in out]}")
+        return out[0].train_time_s
+
+    return run
+
+
+def bench_population(env: dict, plan: dict[str, tuple], repeats: int) -> list[dict]:
+    """K members as one vectorized program vs one member alone (the goal's baseline) and vs K runs one
+    at a time (K x one member: what vectorizing must beat to be used)."""
+    rows = []
+    for task, (k, n, goal) in plan.items():
+        s = settings(task)
+        data = s.task.load_data(s.cfg["data"], torch.device("cpu"))
+        t = timed_rounds({"members": members_loop(s, data, k), "one": suite_loop(s, data)}, n, repeats)
+        ms = {name: [1e3 * x / n for x in v] for name, v in t.items()}
+        one = statistics.median(ms["one"])
+        vs_separate = statistics.median(ms["members"]) / (k * one)
+        r = row(env, "population", task, f"{k} members vectorized vs 1 member", "ms/step", ms["members"],
+                "1 member", ms["one"], ("<=", goal) if goal else None,
+                f"vs {k} runs one at a time: {vs_separate:.2f}x their time"
+                + (" (vectorizing loses: members trains them one at a time)"
+                   if task in ONE_AT_A_TIME else ""))
+        rows.append(r)
+        print(f"members {task:13s} {k} members {r['measured']:8.3f} ms/step | 1 member {one:8.3f} ms/step "
+              f"-> {r['ratio']:5.2f}x | vs {k} one at a time {vs_separate:5.2f}x", flush=True)
+    return rows
+
+
 def with_threads(run: Callable[[int], float], k: int) -> Callable[[int], float]:
     def timed(steps: int) -> float:
         torch.set_num_threads(k)
@@ -299,9 +352,10 @@ def main() -> None:
     ap.add_argument("--readme", type=Path, default=None,
                     help="also put the table between this README's generated:bench markers")
     args = ap.parse_args()
-    loop_steps, opt_steps, repeats = LOOP_STEPS, OPT_STEPS, REPEATS
+    loop_steps, opt_steps, pop, repeats = LOOP_STEPS, OPT_STEPS, POP, REPEATS
     if args.quick:
         loop_steps, opt_steps, repeats = dict.fromkeys(LOOP_STEPS, 2), dict.fromkeys(OPT_STEPS, 2), 1
+        pop = {task: (2, 2, goal) for task, (_, _, goal) in POP.items()}
     s = settings("mnist_logreg")
     torch.set_num_threads(s.cfg["threads"])  # the suite's per-run setting (1)
     torch.use_deterministic_algorithms(bool(s.cfg["deterministic"]))  # as a run does
@@ -312,6 +366,7 @@ def main() -> None:
     thread_steps = {k: loop_steps[k] for k in ("mnist_logreg", "mnist_mlp")}
     results = {"loop": bench_loop(env, loop_steps, repeats),
                "optimizer_step": bench_optimizer(env, opt_steps, repeats),
+               "population": bench_population(env, pop, repeats),
                "threads": bench_threads(env, thread_steps, repeats)}
     for section, rows in results.items():
         (args.out / f"{section}.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -41,6 +41,8 @@ def test_bench_quick_writes_rows_and_the_table_from_them(tmp_path):
     assert goals["mnist_mlp", "suite loop vs roofline"] == "ratio >= 0.7"
     assert goals["mnist_cnn", "suite loop vs roofline"] == "ratio >= 0.7"
     assert goals["mnist_mlp", "nesterov step vs torch.optim"] == "ratio <= 1.1"
+    assert goals["linreg", "2 members vectorized vs 1 member"] == "ratio <= 3"
+    assert goals["mnist_cnn", "2 members vectorized vs 1 member"] is None
     assert {(r["task"], r["threads"]) for r in rows if r["section"] == "threads"} == {
         ("mnist_logreg", 2), ("mnist_mlp", 2)}
     table = (tmp_path / "README_table.md").read_text()
