@@ -42,5 +42,5 @@ latex-deps: ## Install the LaTeX toolchain from Debian when latexmk is missing
 paper-pdf: latex-deps ## Build paper/main.pdf from paper/generated/ (no training, no analysis)
 	latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet -cd paper/main.tex
 
-bench: ## Time the training loop, optimizer steps and threads against baselines (CPU, ~3 min; results/bench/)
+bench: ## Time the training loop, optimizer steps, vectorized members and threads against baselines (CPU, ~6 min; results/bench/)
 	$(PY) scripts/bench.py --readme README.md

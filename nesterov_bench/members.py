@@ -8,9 +8,11 @@ Each member's run directory is exactly the one ``python -m nesterov_bench.train`
 learning rate (same path, same files, same config in run.json), plus ``"vectorized": {"members": K,
 "index": k}`` in run.json; its numbers equal that run's within float tolerance
 (tests/test_population.py). Members already finished are skipped, as ``train`` skips them, and the rest
-are trained together: a sweep and ``members`` fill one results tree. Tasks where vectorizing loses
-(``population.ONE_AT_A_TIME``: CNNs) are trained one at a time, and the command says so. Every
-member's config is checked before anything is written; errors are one line, as for ``train``.
+are trained together: a sweep and ``members`` fill one results tree. ``members.vectorize=auto``
+trains one at a time where ``make bench`` measured vectorizing slower on this kind of device
+(``population.ONE_AT_A_TIME``: on a CPU, mnist_mlp and the CNNs), and says so; ``true`` forces the
+vectorized program, ``false`` one run after another. Every member's config is checked before anything
+is written; errors are one line, as for ``train``.
 """
 
 from __future__ import annotations
@@ -28,15 +30,18 @@ from . import store, train
 from .errors import ConfigError
 from .loop import fit_members
 from .population import ONE_AT_A_TIME, Population, build_optimizer
+from .tasks import Task
 
 log = logging.getLogger("nesterov_bench")
+#: A member's own ``members`` block: that of a single run (conf/config.yaml's defaults).
+SINGLE = {"seeds": None, "lrs": None, "vectorize": "auto"}
 
 
 def member_configs(cfg: dict) -> list[dict]:
     """The runs ``cfg["members"]`` names: one config per (seed, lr), each as ``train`` would take it."""
     spec = cfg.get("members") or {}
-    if not isinstance(spec, dict) or set(spec) - {"seeds", "lrs"}:
-        raise ConfigError(f"members takes seeds and lrs (lists, or null), got {spec!r}")
+    if not isinstance(spec, dict) or set(spec) - {"seeds", "lrs", "vectorize"}:
+        raise ConfigError(f"members takes seeds, lrs (lists, or null) and vectorize, got {spec!r}")
     seeds = spec.get("seeds")
     lrs = spec.get("lrs")
     seeds = [cfg["seed"]] if seeds is None else seeds
@@ -51,9 +56,16 @@ def member_configs(cfg: dict) -> list[dict]:
             raise ConfigError(f"members.{key} must be a non-empty list of {kind}, got {values!r}")
         if len(set(values)) != len(values):
             raise ConfigError(f"members.{key} lists a value twice: {values!r}")
-    return [{**cfg, "seed": seed, "optimizer": {**cfg["optimizer"], "lr": lr},
-             "members": {"seeds": None, "lrs": None}}
+    return [{**cfg, "seed": seed, "optimizer": {**cfg["optimizer"], "lr": lr}, "members": dict(SINGLE)}
             for seed in seeds for lr in lrs]
+
+
+def vectorize(cfg: dict, task: str, device: torch.device) -> bool:
+    """``members.vectorize``: true, false, or auto (true unless measured slower: ``ONE_AT_A_TIME``)."""
+    mode = (cfg.get("members") or {}).get("vectorize", "auto")
+    if mode not in ("auto", True, False):
+        raise ConfigError(f"members.vectorize must be auto, true or false, got {mode!r}")
+    return mode is True or (mode == "auto" and task not in ONE_AT_A_TIME.get(device.type, ()))
 
 
 def run(cfg: DictConfig | dict) -> list[dict]:
@@ -65,11 +77,10 @@ def run(cfg: DictConfig | dict) -> list[dict]:
             raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from None
     configs = member_configs(dict(cfg))
     settings = [train.resolve(c) for c in configs]  # every member checked before anything is written
-    task_name = settings[0].task.name
-    if task_name in ONE_AT_A_TIME:
-        log.info("%s: vectorizing loses here (convolutions become grouped convolutions, slower than "
-                 "separate ones on a CPU; see make bench), so its %d members train one at a time",
-                 task_name, len(configs))
+    if not vectorize(dict(cfg), settings[0].task.name, settings[0].device):
+        log.info("%s on %s: training the %d members one at a time (members.vectorize=%s; vectorizing "
+                 "was measured slower here, see make bench)", settings[0].task.name,
+                 settings[0].device.type, len(configs), cfg["members"].get("vectorize", "auto"))
         return [train.run(c) for c in configs]
     train.configure_torch(settings[0])
 
@@ -83,8 +94,9 @@ def run(cfg: DictConfig | dict) -> list[dict]:
             todo.append((k, s, run_dir))
     if not todo:
         return records
-    data = settings[0].task.load_data(settings[0].cfg["data"], settings[0].device)
-    settings[0].train.check_against(len(data.train))
+    lead = todo[0][1]  # its task loads the data (and keeps what evaluation needs, e.g. x*)
+    data = lead.task.load_data(lead.cfg["data"], lead.device)
+    lead.train.check_against(len(data.train))
     for _, s, run_dir in todo:
         train.make_run_dir(s, run_dir)
     with ExitStack() as locks:
@@ -101,12 +113,12 @@ def run(cfg: DictConfig | dict) -> list[dict]:
                 continue
             store.clear_unfinished(run_dir)
             ready.append((k, s, run_dir))
-        for (k, _, _), result in zip(ready, _train_together(ready, data), strict=True):
+        for (k, _, _), result in zip(ready, _train_together(ready, lead.task, data), strict=True):
             records[k] = result
     return records
 
 
-def _train_together(members: list[tuple[int, train.Settings, Path]], data) -> list[dict]:
+def _train_together(members: list[tuple[int, train.Settings, Path]], task: Task, data) -> list[dict]:
     """One population for ``members``: init, batches and learning rate each as its own run's."""
     size = len(members)
     recordings = [train.Recording(s, run_dir, vectorized={"members": size, "index": i})
@@ -117,10 +129,10 @@ def _train_together(members: list[tuple[int, train.Settings, Path]], data) -> li
         for _, s, _ in members:
             torch.manual_seed(train.derived_seed(s.seed, 0))
             models.append(s.task.build_model().to(s.device))
-        population = Population(first.task, models)
+        population = Population(task, models)
         optimizer = build_optimizer(population, [s.opt for _, s, _ in members])
         outcomes = fit_members(
-            first.task, population, optimizer, data, first.train,
+            task, population, optimizer, data, first.train,
             batch_generators=[torch.Generator().manual_seed(train.derived_seed(s.seed, 1))
                               for _, s, _ in members],
             records=[r.record for r in recordings], progress=train.show_progress(first.cfg),

@@ -1,4 +1,4 @@
-r"""The four update rules of the benchmark, each written once as a pure function of tensors.
+r"""The four update rules of the benchmark, each written once, as an in-place step on tensors.
 
 Overview
 --------
@@ -27,14 +27,17 @@ with its pure form ``name(p, g, state, **hyperparameters) -> (new_p, new_state)`
 * ``g`` is never written to;
 * hyperparameters may be python floats *or* tensors that broadcast against ``p``: a
   population of K models stacked along a leading axis (``p`` of shape ``(K, ...)``) can be
-  stepped in one call with, e.g., ``lr`` of shape ``(K, 1, ..., 1)``.  For that reason the
-  rules never branch on tensor values and never call ``.item()``.
+  stepped in one call with, e.g., ``lr`` of shape ``(K, 1, ..., 1)``.  The rules never branch
+  on tensor values; with floats the compared four use ``torch.optim``'s fused single-tensor
+  kernels and give its numbers bit for bit, with tensors they evaluate the same formula as
+  products then sums (equal within rounding).  Adam's step count is a CPU scalar, so reading
+  it never waits for a GPU.
 
 Parameters are real floating-point tensors.  Weight decay is *coupled* L2 regularisation,
 ``g <- g + wd * p`` applied to the gradient before the rule, exactly as in
 ``torch.optim.SGD`` and ``torch.optim.Adam`` (not the decoupled AdamW form); it is off by
 default.  All conventions match ``torch.optim`` (with ``dampening=0``, ``maximize=False``,
-``amsgrad=False``), and the tests check agreement step by step.
+``amsgrad=False``), and the tests check equality step by step.
 
 :class:`Optimizer` wraps any rule as a drop-in ``torch.optim.Optimizer`` for a single model;
 :class:`OptimizerConfig` is the validated user setting (``optimizer.*`` keys).

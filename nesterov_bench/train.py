@@ -126,7 +126,7 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
     """Train (or skip, if already finished) the run the config describes; return its record."""
     s = resolve(cfg)
     members = s.cfg.get("members") or {}
-    if any(v is not None for v in members.values()):
+    if members.get("seeds") is not None or members.get("lrs") is not None:
         raise ConfigError("members.seeds and members.lrs are read by python -m nesterov_bench.members; "
                           "train runs one seed and one optimizer.lr")
     configure_torch(s)

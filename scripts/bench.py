@@ -257,10 +257,10 @@ def bench_optimizer(env: dict, steps: dict[str, int], repeats: int) -> list[dict
 
 
 def members_loop(s: Settings, data: Data, k: int) -> Callable[[int], float]:
-    """``loop.fit_members`` on a population of ``k`` members (lrs 1x..kx the default), as
-    ``python -m nesterov_bench.members`` trains them; each call continues for ``steps`` steps."""
+    """``loop.fit_members`` on a population of ``k`` members (lrs 1/k..1x the task's default, all
+    stable), as ``python -m nesterov_bench.members`` trains them; each call continues ``steps`` steps."""
     pop = Population(s.task, [s.task.build_model() for _ in range(k)])
-    cfgs = [dataclasses.replace(s.opt, lr=s.opt.lr * (i + 1)) for i in range(k)]
+    cfgs = [dataclasses.replace(s.opt, lr=s.opt.lr * (i + 1) / k) for i in range(k)]
     opt = build_optimizer(pop, cfgs)
     gens = [torch.Generator().manual_seed(i) for i in range(k)]
     train_only = Data(train=data.train)
@@ -292,7 +292,7 @@ def bench_population(env: dict, plan: dict[str, tuple], repeats: int) -> list[di
                 "1 member", ms["one"], ("<=", goal) if goal else None,
                 f"vs {k} runs one at a time: {vs_separate:.2f}x their time"
                 + (" (vectorizing loses: members trains them one at a time)"
-                   if task in ONE_AT_A_TIME else ""))
+                   if task in ONE_AT_A_TIME["cpu"] else ""))
         rows.append(r)
         print(f"members {task:13s} {k} members {r['measured']:8.3f} ms/step | 1 member {one:8.3f} ms/step "
               f"-> {r['ratio']:5.2f}x | vs {k} one at a time {vs_separate:5.2f}x", flush=True)
