@@ -2,6 +2,8 @@
 
 The loop owns batches, steps, the evaluation schedule and the divergence stop. It does not know
 where metrics go: it hands each record to a callback (the run store and the W&B mirror listen).
+``fit`` trains one model; ``fit_members`` is the same loop for K members trained side by side as one
+vectorized program (``population.Population``): ``fit`` is ``fit_members`` with one member.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -152,8 +154,20 @@ def fit(
                        batch_generators=[batch_generator], records=[record], progress=progress)[0]
 
 
+class Members(Protocol):
+    """What ``fit_members`` trains: K members, with their losses computed together."""
+
+    stacked: bool  # True: batches are (K, B, ...), member k gets [k]; False: one member, (B, ...)
+    members: tuple[nn.Module, ...]  # member k as an ordinary module (evaluation)
+    module: nn.Module  # what the optimizer's parameters belong to
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss to differentiate, and each member's loss (detached, shape (K,))."""
+        ...
+
+
 class _Single:
-    """One model, as the loop's members interface (population.Population is the vectorized one)."""
+    """One model, as ``Members`` (population.Population is the vectorized one)."""
 
     stacked = False  # batches are (B, ...), not (K, B, ...)
 
@@ -168,7 +182,7 @@ class _Single:
 
 def fit_members(
     task: Task,
-    members: Any,
+    members: Members,
     optimizer: torch.optim.Optimizer,
     data: Data,
     tc: TrainConfig,
@@ -177,7 +191,7 @@ def fit_members(
     records: list[Record],
     progress: bool = False,
 ) -> list[Outcome]:
-    """The loop, for K members trained side by side (``members``: a ``_Single`` or a
+    """The loop, for K members trained side by side (a ``_Single`` model or a
     ``population.Population``); one generator (batch order) and one record callback per member.
 
     Each member follows exactly the schedule a run of its own would: the same steps, records and
