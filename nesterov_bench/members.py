@@ -113,8 +113,9 @@ def run(cfg: DictConfig | dict) -> list[dict]:
                 continue
             store.clear_unfinished(run_dir)
             ready.append((k, s, run_dir))
-        for (k, _, _), result in zip(ready, _train_together(ready, lead.task, data), strict=True):
-            records[k] = result
+        if ready:  # all busy or finished meanwhile: nothing left to train
+            for (k, _, _), result in zip(ready, _train_together(ready, lead.task, data), strict=True):
+                records[k] = result
     return records
 
 
