@@ -38,8 +38,8 @@ What is timed
    (``loop.fit_members`` over a ``population.Population``, as ``python -m nesterov_bench.members`` does),
    per step, against one member alone (the goal's baseline) and, in the notes, against K runs one at a
    time. Goal on the CPU: K = 16 members of linreg or quadratic cost at most 3x one member. mnist_mlp
-   and mnist_cnn (K = 4) are reported: where vectorizing is slower than one at a time (CNNs: grouped
-   convolutions), ``members`` trains one at a time.
+   and mnist_cnn (K = 4) are reported: where vectorizing is slower than one at a time
+   (``population.ONE_AT_A_TIME``), ``members`` trains one at a time.
 4. ``threads``: the suite's loop (as in 1) on mnist_logreg and mnist_mlp with 1 and 2 threads.
 
 How
@@ -104,6 +104,12 @@ def settings(task: str) -> Settings:
     return resolve(compose_config([f"task={task}", "optimizer=nesterov", "device=cpu", *DATA]))
 
 
+def timed_budget(s: Settings, steps: int):
+    """The task's TrainConfig cut to ``steps`` steps with evaluation made as small as fit allows."""
+    return dataclasses.replace(s.train, epochs=10**6, max_steps=steps, log_every=10**9,
+                               eval_every=10**9, evals_per_epoch=1, eval_train_size=1)
+
+
 def suite_loop(s: Settings, data: Data) -> Callable[[int], float]:
     """``loop.fit`` on one model and optimizer; each call continues training for ``steps`` steps."""
     model = s.task.build_model()
@@ -112,8 +118,7 @@ def suite_loop(s: Settings, data: Data) -> Callable[[int], float]:
     train_only = Data(train=data.train)  # no val/test: fit's two evaluations see one example
 
     def run(steps: int) -> float:
-        tc = dataclasses.replace(s.train, epochs=10**6, max_steps=steps, log_every=10**9,
-                                 eval_every=10**9, evals_per_epoch=1, eval_train_size=1)
+        tc = timed_budget(s, steps)
         out = fit(s.task, model, opt, train_only, tc, batch_generator=gen, record=lambda *a: None)
         if out.status != "completed" or out.steps != steps:
             raise RuntimeError(f"fit stopped early: {out.status} after {out.steps} steps ({out.reason})")
@@ -266,8 +271,7 @@ def members_loop(s: Settings, data: Data, k: int) -> Callable[[int], float]:
     train_only = Data(train=data.train)
 
     def run(steps: int) -> float:
-        tc = dataclasses.replace(s.train, epochs=10**6, max_steps=steps, log_every=10**9,
-                                 eval_every=10**9, evals_per_epoch=1, eval_train_size=1)
+        tc = timed_budget(s, steps)
         out = fit_members(s.task, pop, opt, train_only, tc, batch_generators=gens,
                           records=[lambda *a: None] * k)
         if any(o.steps != steps for o in out):
