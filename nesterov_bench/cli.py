@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -96,14 +97,37 @@ def _variants(overrides: list[str]) -> list[list[str]]:
     return variants
 
 
-def check_overrides(argv: list[str]) -> None:
-    """Validate a command line's config overrides; raise ConfigError with a one-line message."""
+def sweeper_params(overrides: list[str]) -> dict[str, str]:
+    """The experiment's ``hydra.sweeper.params`` for these overrides, resolved: ``{key: "a,b,c"}``."""
+    from omegaconf import OmegaConf
+
+    try:
+        with initialize_config_dir(config_dir=str(_conf_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+        params = cfg.hydra.sweeper.params
+        params = {} if params is None else OmegaConf.to_container(params, resolve=True)
+    except HydraException:
+        compose_config(overrides)  # raises the one-line ConfigError for what is wrong
+        raise
+    return {str(k): str(v) for k, v in params.items()}
+
+
+def swept_values(key: str, value: str) -> list[str]:
+    """The values ``key=value`` sweeps over, as Hydra's basic sweeper expands them (``range(0,3)``,
+    ``a,b``); one value for a plain override."""
+    parsed = OverridesParser.create().parse_override(f"{key}={value}")
+    return list(parsed.sweep_string_iterator()) if parsed.is_sweep_override() else [str(value)]
+
+
+def check_overrides(argv: list[str], check: Callable[[dict], Any] | None = None) -> None:
+    """Validate a command line's config overrides (and ``check`` each resolved config, when given);
+    raise ConfigError with a one-line message."""
     from .train import resolve
 
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in ("-m", "--multirun") for f in flags):
         return  # Hydra's own flags (--help, --cfg job, ...): let Hydra answer them
-    overrides = [a for a in argv if not a.startswith("-") and not a.startswith("hydra")]
+    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("~").startswith("hydra")]
     multirun = bool(flags)
     try:
         variants = _variants(overrides) if multirun else [overrides]
@@ -111,6 +135,8 @@ def check_overrides(argv: list[str]) -> None:
         raise ConfigError(f"cannot parse the overrides: {str(e).splitlines()[0]}") from None
     for variant in variants:
         settings = resolve(compose_config(variant))
+        if check is not None:
+            check(settings.cfg)
         if multirun:  # Hydra writes its sweep folder under results_dir before the first run starts
             check_writable(settings.cfg["results_dir"])
 

@@ -2,8 +2,14 @@
 
     python -m nesterov_bench.members task=linreg optimizer=nesterov \\
         'members.seeds=[0,1,2,3]' 'members.lrs=[0.001,0.01,0.1]'
+    python -m nesterov_bench.members -m experiment=tune profile=quick     # a sweep, grouped
 
-``members.seeds`` (null: ``[seed]``) times ``members.lrs`` (null: ``[optimizer.lr]``) are the members.
+``members.seeds`` (null: ``[seed]``) times ``members.lrs`` (null: ``[optimizer.lr]``; or
+``members.lr_indices``, positions in ``lr_grid``) are the members. With -m, the sweep's ``seed`` and
+``lr_index`` (or ``optimizer.lr``) values, from the command line or the experiment, become each job's
+members, and Hydra sweeps the rest (tasks, optimizers): the same runs as ``train -m``, one population
+per setting. ``make reproduce`` runs every stage this way.
+
 Each member's run directory is exactly the one ``python -m nesterov_bench.train`` writes for its seed and
 learning rate (same path, same files, same config in run.json), plus ``"vectorized": {"members": K,
 "index": k}`` in run.json; its numbers equal that run's within float tolerance
@@ -19,12 +25,11 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from . import store, train
 from .errors import ConfigError
@@ -34,30 +39,44 @@ from .tasks import Task
 
 log = logging.getLogger("nesterov_bench")
 #: A member's own ``members`` block: that of a single run (conf/config.yaml's defaults).
-SINGLE = {"seeds": None, "lrs": None, "vectorize": "auto"}
+SINGLE = {"seeds": None, "lrs": None, "lr_indices": None, "vectorize": "auto"}
 
 
 def member_configs(cfg: dict) -> list[dict]:
-    """The runs ``cfg["members"]`` names: one config per (seed, lr), each as ``train`` would take it."""
+    """The runs ``cfg["members"]`` names: one config per (seed, lr), each as ``train`` would take it.
+
+    The learning rates are ``members.lrs``, or ``members.lr_indices`` into the optimizer's
+    ``lr_grid`` (each member then records its ``lr_index``, as the tune stage's runs do).
+    """
     spec = cfg.get("members") or {}
-    if not isinstance(spec, dict) or set(spec) - {"seeds", "lrs", "vectorize"}:
-        raise ConfigError(f"members takes seeds, lrs (lists, or null) and vectorize, got {spec!r}")
-    seeds = spec.get("seeds")
-    lrs = spec.get("lrs")
-    seeds = [cfg["seed"]] if seeds is None else seeds
-    lrs = [cfg["optimizer"].get("lr")] if lrs is None else lrs
-    for key, values, ok in (
-        ("seeds", seeds, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
-        ("lrs", lrs, lambda v: isinstance(v, int | float) and not isinstance(v, bool)
-         and math.isfinite(v) and v > 0),
-    ):
+    if not isinstance(spec, dict) or set(spec) - set(SINGLE):
+        raise ConfigError("members takes seeds, lrs, lr_indices (lists, or null) and vectorize, "
+                          f"got {spec!r}")
+    seeds, lrs, indices = spec.get("seeds"), spec.get("lrs"), spec.get("lr_indices")
+    if lrs is not None and indices is not None:
+        raise ConfigError("members.lrs and members.lr_indices both name the learning rates: set one")
+    grid = cfg.get("lr_grid") or []
+    checks = [("seeds", seeds, "non-negative integers",
+               lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+              ("lrs", lrs, "positive numbers", lambda v: isinstance(v, int | float)
+               and not isinstance(v, bool) and math.isfinite(v) and v > 0),
+              ("lr_indices", indices, f"integers in [0, {len(grid) - 1}] (positions in lr_grid)",
+               lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(grid))]
+    for key, values, kind, ok in checks:
+        if values is None:
+            continue
         if not isinstance(values, list) or not values or not all(ok(v) for v in values):
-            kind = "non-negative integers" if key == "seeds" else "positive numbers"
             raise ConfigError(f"members.{key} must be a non-empty list of {kind}, got {values!r}")
         if len(set(values)) != len(values):
             raise ConfigError(f"members.{key} lists a value twice: {values!r}")
-    return [{**cfg, "seed": seed, "optimizer": {**cfg["optimizer"], "lr": lr}, "members": dict(SINGLE)}
-            for seed in seeds for lr in lrs]
+    seeds = [cfg["seed"]] if seeds is None else seeds
+    if indices is not None:
+        rates = [(grid[i], i) for i in indices]
+    else:
+        rates = ([(cfg["optimizer"].get("lr"), cfg.get("lr_index"))] if lrs is None
+                 else [(lr, None) for lr in lrs])
+    return [{**cfg, "seed": seed, "optimizer": {**cfg["optimizer"], "lr": lr}, "lr_index": index,
+             "members": dict(SINGLE)} for seed in seeds for lr, index in rates]
 
 
 def vectorize(cfg: dict, task: str, device: torch.device) -> bool:
@@ -70,11 +89,7 @@ def vectorize(cfg: dict, task: str, device: torch.device) -> bool:
 
 def run(cfg: DictConfig | dict) -> list[dict]:
     """Train (or skip, where finished) every member; return their records in member order."""
-    if isinstance(cfg, DictConfig):
-        try:
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        except Exception as e:  # noqa: BLE001 -- an interpolation that cannot resolve
-            raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from None
+    cfg = train.plain(cfg)
     configs = member_configs(dict(cfg))
     settings = [train.resolve(c) for c in configs]  # every member checked before anything is written
     if not vectorize(dict(cfg), settings[0].task.name, settings[0].device):
@@ -148,24 +163,66 @@ def _train_together(members: list[tuple[int, train.Settings, Path]], task: Task,
     return results
 
 
-def main() -> None:
-    """Entry point: compose the config from the command line's overrides (no sweeps: the members are
-    the sweep), then train."""
-    from .cli import compose_config
+#: Swept keys that ``members -m`` turns into member lists: seeds, and learning rates (or positions in
+#: the lr grid).
+GROUPED = {"seed": "seeds", "lr_index": "lr_indices", "optimizer.lr": "lrs"}
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = sys.argv[1:]
-    try:
-        if any(a.startswith("-") for a in args):
-            raise ConfigError("members takes key=value overrides only: list the runs in members.seeds "
-                              "and members.lrs instead of sweeping with -m")
-        run(compose_config(args))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except store.SaveError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+
+def group_sweep(overrides: list[str]) -> list[str]:
+    """A sweep's overrides with its ``seed``, ``lr_index`` and ``optimizer.lr`` sweeps (from the command
+    line or the experiment's ``hydra.sweeper.params``) turned into member lists (``GROUPED``).
+
+    What remains swept (tasks, optimizers, ...) is Hydra's: one job per setting, and each job trains
+    that setting's seeds x grid points as its members.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    from .cli import sweeper_params, swept_values
+
+    parser = OverridesParser.create()
+    kept, plain, lists = [], [], {}
+    for o in overrides:
+        try:
+            parsed = parser.parse_override(o)
+        except OverrideParseException as e:
+            raise ConfigError(f"cannot parse the overrides: {str(e).splitlines()[0]}") from None
+        key = parsed.get_key_element()
+        if key in GROUPED:
+            lists[key] = swept_values(key, o.split("=", 1)[1])
+            continue
+        kept.append(o)
+        if not parsed.is_sweep_override():
+            plain.append(o)
+    for key, value in sweeper_params(plain).items():
+        # A dotted key (optimizer.lr) cannot be deleted from hydra.sweeper.params by an override:
+        # from an experiment's params it stays Hydra's sweep, one job per value.
+        if key in GROUPED and key not in lists and "." not in key:
+            lists[key] = swept_values(key, value)
+            kept.append(f"~hydra.sweeper.params.{key}")
+    if "lr_index" in lists and "optimizer.lr" in lists:
+        raise ConfigError("lr_index and optimizer.lr both set the learning rate: give one")
+    given = {o.split("=", 1)[0].lstrip("+~") for o in kept}
+    for key, values in lists.items():
+        name = GROUPED[key]
+        clash = {f"members.{n}" for n in ((name,) if key == "seed" else ("lrs", "lr_indices"))} & given
+        if clash:
+            raise ConfigError(f"{key} is swept and {' / '.join(sorted(clash))} is set: give the members "
+                              "one way")
+        kept.append(f"members.{name}=[{','.join(values)}]")
+    return kept
+
+
+def check(cfg: dict) -> None:
+    """Every member of a job's config resolves (for ``check_overrides``)."""
+    for c in member_configs(cfg):
+        train.resolve(c)
+
+
+def main() -> None:
+    """Entry point: one population, or with -m one per setting of a sweep (its seeds and lr_index
+    values become the members of each job)."""
+    train.command_line(run, regroup=group_sweep, check=check)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ quadratic-theory runs -> the analysis (tables, figures and numbers of the paper)
 
     python -m nesterov_bench.reproduce --profile quick [--results results] [--launcher local]
 
-Each stage is a Hydra multirun of ``nesterov_bench.train`` (its log goes to
-``<results>/logs/<profile>-<stage>.log``). The total number of runs is printed up front, and one
+Each stage is a Hydra multirun of ``nesterov_bench.members``: one job per (task, optimizer, ...)
+setting, training that setting's seeds and grid points together where vectorizing pays and one at a
+time elsewhere (``--vectorize``, default auto). A stage's log goes to
+``<results>/logs/<profile>-<stage>.log``. The total number of runs is printed up front, and one
 progress bar counts finished runs across all stages. Everything is resumable: finished runs are
 skipped, so rerunning after an interruption redoes only what was unfinished.
 """
@@ -21,11 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from . import store
-from .cli import compose_config
+from .cli import compose_config, sweeper_params, swept_values
 from .errors import ConfigError
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
@@ -45,15 +46,10 @@ class Stage:
 def sweep_size(overrides: list[str]) -> tuple[int, Path]:
     """Runs a multirun will launch (the product of its swept values) and where they land."""
     cfg = compose_config(overrides)
-    params = OmegaConf.to_container(cfg_hydra_params(overrides), resolve=True) or {}
     explicit = {o.split("=", 1)[0] for o in overrides if "=" in o}
-    sizes = []
+    sizes = [len(swept_values(key, value)) for key, value in sweeper_params(overrides).items()
+             if key not in explicit]
     parser = OverridesParser.create()
-    for key, value in params.items():
-        if key in explicit:
-            continue
-        sizes.append(len(list(parser.parse_override(f"{key}={value}").sweep_string_iterator()))
-                     if "," in str(value) or "range(" in str(value) else 1)
     for o in overrides:
         parsed = parser.parse_override(o)
         if parsed.is_sweep_override():
@@ -62,24 +58,13 @@ def sweep_size(overrides: list[str]) -> tuple[int, Path]:
     return math.prod(sizes), stage_dir
 
 
-def cfg_hydra_params(overrides: list[str]):
-    """The experiment's ``hydra.sweeper.params`` (compose with the hydra node to read them)."""
-    from hydra import compose, initialize_config_dir
-
-    from .train import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    return cfg.hydra.sweeper.params
-
-
 def finished(st: Stage) -> int:
     pattern = "*/" * st.depth + "seed=*/run.json"
     return sum(store.is_finished(p.parent) for p in st.stage_dir.glob(pattern))
 
 
-def plan(profile: str, results: str, launcher: str | None) -> list[Stage]:
-    common = [f"profile={profile}", f"results_dir={results}"]
+def plan(profile: str, results: str, launcher: str | None, vectorize: str = "auto") -> list[Stage]:
+    common = [f"profile={profile}", f"results_dir={results}", f"members.vectorize={vectorize}"]
     if launcher:
         common.append(f"hydra/launcher={launcher}")
     stages = [Stage("tune", ["experiment=tune", *common]), Stage("select", []),
@@ -106,13 +91,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results", default="results", help="results_dir (default: results)")
     ap.add_argument("--launcher", default=None,
                     help="a Hydra launcher, e.g. joblib (parallel jobs on this machine)")
+    ap.add_argument("--vectorize", default="auto", choices=("auto", "true", "false"),
+                    help="members.vectorize for every stage: auto (default) trains a setting's seeds and "
+                         "grid points as one vectorized program where make bench measured it faster; "
+                         "false trains every run on its own")
     ap.add_argument("--analysis-out", default="paper/generated",
                     help="where the analysis writes tables, figures and numbers (default: paper/generated)")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results block")
     ap.add_argument("--dry-run", action="store_true", help="print the plan (runs per stage) and stop")
     args = ap.parse_args(argv)
     try:
-        stages = plan(args.profile, args.results, args.launcher)
+        stages = plan(args.profile, args.results, args.launcher, args.vectorize)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -149,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
                        "--results", args.results, "--out", args.analysis_out,
                        *(["--no-readme"] if args.no_readme else [])]
             else:
-                cmd = [sys.executable, "-m", "nesterov_bench.train", "-m", *st.overrides]
+                cmd = [sys.executable, "-m", "nesterov_bench.members", "-m", *st.overrides]
             log_path = logs / f"{args.profile}-{st.name}.log"
             t_stage = time.perf_counter()
             with open(log_path, "w") as log:

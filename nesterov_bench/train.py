@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,12 +55,7 @@ class Settings:
 
 def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
     """Validate a composed config; raise ConfigError (one line) on the first bad setting."""
-    if isinstance(cfg, DictConfig):
-        try:
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        except Exception as e:  # noqa: BLE001 -- an interpolation that cannot resolve
-            raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from e
-    cfg = dict(cfg)
+    cfg = plain(cfg)
     unknown = sorted(set(cfg) - TOP_LEVEL)
     if unknown:
         raise ConfigError(f"unknown setting {', '.join(unknown)}")
@@ -86,6 +81,16 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
         device=resolve_device(cfg["device"]),
         seed=seed,
     )
+
+
+def plain(cfg: DictConfig | Mapping[str, Any]) -> dict:
+    """A composed config as plain containers, interpolations resolved (one-line error otherwise)."""
+    if isinstance(cfg, DictConfig):
+        try:
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        except Exception as e:  # noqa: BLE001 -- an interpolation that cannot resolve
+            raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from None
+    return dict(cfg)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -254,37 +259,45 @@ def _record_failure(run_dir: Path, base: dict, e: BaseException, t0: float) -> N
 # --- command line -------------------------------------------------------------------------------
 
 def main() -> None:
-    """Entry point: check the overrides in one line of output, then hand over to Hydra."""
+    """Entry point: one run, or with -m a Hydra sweep of runs."""
+    command_line(run)
+
+
+def command_line(job: Callable[[DictConfig], Any], *, regroup: Callable[[list[str]], list[str]] | None = None,
+                 check: Callable[[dict], Any] | None = None) -> None:
+    """Check the command line's overrides (an error is one line, exit status 2), then hand over to
+    Hydra, which calls ``job(cfg)`` once, or once per setting of a -m sweep. ``regroup`` rewrites a
+    sweep's overrides first; ``check`` validates each composed config beyond ``resolve``."""
     from .cli import check_overrides
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = sys.argv[1:]
+    flags = [a for a in args if a.startswith("-")]
+    multirun = bool(flags) and all(f in ("-m", "--multirun") for f in flags)
     try:
-        check_overrides(sys.argv[1:])
+        if multirun and regroup is not None:
+            args = [*flags, *regroup([a for a in args if not a.startswith("-")])]
+        check_overrides(args, check=check)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    flags = [a for a in sys.argv[1:] if a.startswith("-")]
-    if flags and all(f in ("-m", "--multirun") for f in flags):
-        # Hydra's parser takes -m only before the overrides; accept it anywhere on the line.
-        sys.argv[1:] = [*flags, *(a for a in sys.argv[1:] if not a.startswith("-"))]
-    _hydra_main()
+    if multirun:  # Hydra's parser takes -m only before the overrides; accept it anywhere on the line.
+        args = [*flags, *(a for a in args if not a.startswith("-"))]
+    sys.argv[1:] = args
 
+    def entry(cfg: DictConfig) -> None:
+        try:
+            job(cfg)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except store.SaveError as e:  # disk full, a write error: a fault, not a bad setting
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
 
-def _hydra_entry(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except store.SaveError as e:  # disk full, a write error: a fault, not a bad setting
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-
-
-def _hydra_main() -> None:
     import hydra
 
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(_hydra_entry)()
+    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(entry)()
 
 
 if __name__ == "__main__":

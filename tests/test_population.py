@@ -116,6 +116,7 @@ def test_linreg_members_are_vectorized_by_default(tmp_path):
     ("members.seeds=3", "non-empty list of non-negative integers"),
     ("members.lrs=[0.1,nan]", "non-empty list of positive numbers"),
     ("members.vectorize=maybe", "members.vectorize must be auto, true or false"),
+    ("members.lr_indices=[0,99]", "positions in lr_grid"),
 ])
 def test_bad_member_lists_are_refused_before_anything_is_written(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
@@ -128,19 +129,66 @@ def test_train_refuses_member_lists(tmp_path):
         train(tmp_path, "task=linreg", "members.seeds=[0,1]")
 
 
-def test_command_line(tmp_path):
-    def members_cli(*args):
-        return subprocess.run([sys.executable, "-m", "nesterov_bench.members", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=300)
+def command(module, *args):
+    return subprocess.run([sys.executable, "-m", f"nesterov_bench.{module}", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
 
-    ok = members_cli(*overrides(tmp_path, "task=linreg", "train.epochs=1", "members.seeds=[0,1]"))
+
+def test_command_line(tmp_path):
+    ok = command("members", *overrides(tmp_path, "task=linreg", "train.epochs=1", "members.seeds=[0,1]"))
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert len(list((tmp_path / "runs").rglob("run.json"))) == 2
-    for args in (["-m", "members.seeds=[0,1]"], ["members.lrs=[0]"]):
-        bad = members_cli(*overrides(tmp_path / "bad", "task=linreg", *args))
-        assert bad.returncode == 2 and bad.stderr.startswith("error: ")
-        assert len(bad.stderr.strip().splitlines()) == 1
+    for args in (["-m", "seed=0,1", "members.seeds=[0,1]"], ["members.lrs=[0]"],
+                 ["-m", "experiment=tune", "members.lrs=[0.1]"], ["members.lr_indices=[10]"],
+                 ["-m", "lr_index=0,1", "optimizer.lr=0.1,0.2"]):
+        bad = command("members", *overrides(tmp_path / "bad", "task=linreg", *args))
+        assert bad.returncode == 2 and bad.stderr.startswith("error: "), (args, bad.stderr[-2000:])
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def finished(root):
+    return {str(p.parent.relative_to(root)): json.loads(p.read_text()) for p in root.glob("runs/**/run.json")}
+
+
+def test_a_sweep_through_members_makes_the_runs_train_makes(tmp_path):
+    """``members -m`` groups each setting's seeds and lr grid points into one population: the same
+    run directories, configs (lr_index included) and statuses as ``train -m``, numbers within tolerance."""
+    sweep = ["-m", "experiment=tune", "profile=smoke", "task=quadratic", "optimizer=gd,adam",
+             "lr_index=0,4,9", "seed=0,1"]
+    for module in ("train", "members"):
+        proc = command(module, *sweep, *overrides(tmp_path / module))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    alone, together = finished(tmp_path / "train"), finished(tmp_path / "members")
+    assert len(alone) == 2 * 3 * 2 and together.keys() == alone.keys()
+    for key, s in alone.items():
+        v = together[key]
+        assert v["vectorized"]["members"] == 3 * 2  # one population per optimizer
+        assert v["config"] == {**s["config"], "results_dir": v["config"]["results_dir"]}
+        assert (v["status"], v["steps"]) == (s["status"], s["steps"])
+        for k, x in s["final"].items():
+            np.testing.assert_allclose(v["final"][k], x, rtol=2e-5, atol=1e-6, err_msg=f"{key} {k}")
+
+
+def test_group_sweep_turns_seed_and_grid_sweeps_into_members():
+    tune = members.group_sweep(["experiment=tune", "profile=quick", "task=linreg,quadratic"])
+    assert "members.lr_indices=[0,1,2,3,4,5,6,7,8,9]" in tune  # tune's one seed is not swept
+    assert not any(o.startswith("members.seeds") for o in tune)
+    assert "~hydra.sweeper.params.lr_index" in tune and "task=linreg,quadratic" in tune
+    final = members.group_sweep(["experiment=final", "profile=quick"])
+    assert "members.seeds=[100,101,102]" in final
+    assert members.group_sweep(["optimizer.lr=0.1,0.2", "seed=3"]) == [
+        "members.lrs=[0.1,0.2]", "members.seeds=[3]"]
+
+
+def test_lr_indices_name_grid_points_and_record_them(tmp_path):
+    records = vectorized(tmp_path, "task=linreg", "optimizer=gd", "train.epochs=1",
+                         "members.lr_indices=[2,5]")
+    grid = records[0]["config"]["lr_grid"]
+    assert [(r["config"]["lr_index"], r["config"]["optimizer"]["lr"]) for r in records] == [
+        (2, grid[2]), (5, grid[5])]
+    with pytest.raises(ConfigError, match="set one"):
+        vectorized(tmp_path, "task=linreg", "members.lr_indices=[0]", "members.lrs=[0.1]")
 
 
 def test_stacked_step_matches_each_member_with_its_own_lr():
