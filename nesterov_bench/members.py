@@ -112,22 +112,12 @@ def run(cfg: DictConfig | dict) -> list[dict]:
     lead = todo[0][1]  # its task loads the data (and keeps what evaluation needs, e.g. x*)
     data = lead.task.load_data(lead.cfg["data"], lead.device)
     lead.train.check_against(len(data.train))
-    for _, s, run_dir in todo:
-        train.make_run_dir(s, run_dir)
     with ExitStack() as locks:
         ready = []
         for k, s, run_dir in todo:
-            try:
-                locks.enter_context(store.locked(run_dir))
-            except store.RunBusy as e:
-                log.warning("skipped: %s", e)
-                records[k] = {"status": "busy", "run_dir": str(run_dir)}
-                continue
-            if store.is_finished(run_dir) and not s.cfg["force"]:  # finished while we waited
-                records[k] = train.skip(run_dir, s)
-                continue
-            store.clear_unfinished(run_dir)
-            ready.append((k, s, run_dir))
+            records[k] = train.claim(s, run_dir, locks)
+            if records[k] is None:
+                ready.append((k, s, run_dir))
         if ready:  # all busy or finished meanwhile: nothing left to train
             for (k, _, _), result in zip(ready, _train_together(ready, lead.task, data), strict=True):
                 records[k] = result

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,14 +120,6 @@ def configure_torch(s: Settings) -> None:
     torch.use_deterministic_algorithms(bool(s.cfg["deterministic"]), warn_only=False)
 
 
-def make_run_dir(s: Settings, run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"results_dir={s.cfg['results_dir']}: cannot create {run_dir} ({e.strerror}); "
-                          "set results_dir to a writable folder") from None
-
-
 def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
     """Train (or skip, if already finished) the run the config describes; return its record."""
     s = resolve(cfg)
@@ -144,16 +137,29 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
     data = s.task.load_data(s.cfg["data"], s.device)
     s.train.check_against(len(data.train))
 
-    make_run_dir(s, run_dir)
+    with ExitStack() as lock:
+        record = claim(s, run_dir, lock)
+        return _train(s, data, run_dir) if record is None else record
+
+
+def claim(s: Settings, run_dir: Path, locks: ExitStack) -> dict | None:
+    """Take ``run_dir`` to train in: create it and hold its lock until ``locks`` closes. None when this
+    process is to train it (what an unfinished attempt left is cleared), else the record that stands
+    for it: the finished run's (finished while we loaded data) or ``busy`` (another process holds it)."""
     try:
-        with store.locked(run_dir):
-            if store.is_finished(run_dir) and not s.cfg["force"]:  # finished while we loaded data
-                return skip(run_dir, s)
-            store.clear_unfinished(run_dir)
-            return _train(s, data, run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"results_dir={s.cfg['results_dir']}: cannot create {run_dir} ({e.strerror}); "
+                          "set results_dir to a writable folder") from None
+    try:
+        locks.enter_context(store.locked(run_dir))
     except store.RunBusy as e:
         log.warning("skipped: %s", e)
         return {"status": "busy", "run_dir": str(run_dir)}
+    if store.is_finished(run_dir) and not s.cfg["force"]:
+        return skip(run_dir, s)
+    store.clear_unfinished(run_dir)
+    return None
 
 
 def skip(run_dir: Path, s: Settings) -> dict:
