@@ -382,18 +382,21 @@ def test_wandb_unavailable_in_online_mode_is_reported_once_and_the_run_completes
 
 def test_analysis_leaves_out_truncated_real_runs_and_keeps_the_rest(tmp_path):
     """Real run directories, one with metrics.parquet cut short, one with run.json cut short and one
-    whose run.json is valid JSON of the wrong shape (the synthetic cases: tests/test_analyze.py)."""
-    dirs = [Path(train(tmp_path, *LINREG, f"seed={s}")["run_dir"]) for s in range(4)]
+    whose run.json is valid JSON of the wrong shape, one whose metrics.parquet is whole but of another
+    table (the synthetic cases: tests/test_analyze.py)."""
+    dirs = [Path(train(tmp_path, *LINREG, f"seed={s}")["run_dir"]) for s in range(5)]
     for d, name in ((dirs[1], "metrics.parquet"), (dirs[2], "run.json")):
         data = (d / name).read_bytes()
         (d / name).write_bytes(data[: len(data) // 2])
     (dirs[3] / "run.json").write_text("[]")
+    pd.DataFrame({"step": [0], "loss": [1.0]}).to_parquet(dirs[4] / "metrics.parquet")
     loaded = load(tmp_path)
     assert list(loaded.runs.seed) == [0]
     reasons = dict(loaded.skipped)
     assert "unreadable metrics.parquet" in reasons[str(dirs[1])]
     assert "corrupt run.json" in reasons[str(dirs[2])] and "corrupt run.json" in reasons[str(dirs[3])]
-    assert not any(store.is_finished(d) for d in dirs[1:])  # and training redoes them
+    assert "metrics.parquet has columns ['step', 'loss']" in reasons[str(dirs[4])]
+    assert not any(store.is_finished(d) for d in dirs[1:4])  # and training redoes them
     assert train(tmp_path, *LINREG, "seed=3")["status"] == "completed"
 
 

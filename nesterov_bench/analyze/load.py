@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..store import FINISHED
+from ..store import FINISHED, METRIC_COLUMNS
 
 KEY = ["experiment", "stage", "task", "optimizer", "lr", "momentum", "weight_decay", "epoch_decay", "seed"]
 
@@ -65,6 +65,10 @@ def load(results_dir: str | Path) -> Loaded:
             m = pd.read_parquet(run_dir / "metrics.parquet")
         except Exception as e:  # noqa: BLE001 -- any unreadable file is reported, not fatal
             skipped.append((str(run_dir), f"unreadable metrics.parquet ({type(e).__name__})"))
+            continue
+        if list(m.columns) != METRIC_COLUMNS:
+            skipped.append((str(run_dir), f"metrics.parquet has columns {list(m.columns)}, not "
+                            f"the run store's {METRIC_COLUMNS}"))
             continue
         row["run_id"] = len(rows)
         m["run_id"] = row["run_id"]
