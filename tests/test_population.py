@@ -138,13 +138,21 @@ def test_command_line(tmp_path):
     ok = command("members", *overrides(tmp_path, "task=linreg", "train.epochs=1", "members.seeds=[0,1]"))
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert len(list((tmp_path / "runs").rglob("run.json"))) == 2
-    for args in (["-m", "seed=0,1", "members.seeds=[0,1]"], ["members.lrs=[0]"],
-                 ["-m", "experiment=tune", "members.lrs=[0.1]"], ["members.lr_indices=[10]"],
-                 ["-m", "lr_index=0,1", "optimizer.lr=0.1,0.2"]):
+    for args in (["-m", "seed=0,1", "members.seeds=[0,1]"], ["members.lrs=[0]"]):
         bad = command("members", *overrides(tmp_path / "bad", "task=linreg", *args))
         assert bad.returncode == 2 and bad.stderr.startswith("error: "), (args, bad.stderr[-2000:])
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("sweep,message", [
+    (["seed=0,1", "members.seeds=[0,1]"], "seed is swept and members.seeds is set"),
+    (["experiment=tune", "members.lrs=[0.1]"], "lr_index is swept and members.lrs is set"),
+    (["lr_index=0,1", "optimizer.lr=0.1,0.2"], "both set the learning rate"),
+])
+def test_a_sweep_that_names_members_twice_is_refused(sweep, message):
+    with pytest.raises(ConfigError, match=message):
+        members.group_sweep(["task=linreg", *sweep])
 
 
 def finished(root):

@@ -47,8 +47,15 @@ def test_selection_flags_the_grid_edge_and_missing_points():
     assert choose([record(0.001, 0.5, "diverged"), record(0.01, 0.5, "diverged")])["all_diverged"]
 
 
-def test_final_stage_refuses_to_run_without_tuned_rates(tmp_path):
-    proc = cli("-m", "experiment=final", "profile=smoke", f"results_dir={tmp_path}", *DATA)
+def members_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nesterov_bench.members", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("module", ["train", "members"])
+def test_final_stage_refuses_to_run_without_tuned_rates(tmp_path, module):
+    run = cli if module == "train" else members_cli
+    proc = run("-m", "experiment=final", "profile=smoke", f"results_dir={tmp_path}", *DATA)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "nesterov_bench.select" in lines[0], proc.stderr
@@ -62,8 +69,10 @@ def finished_records(root: Path) -> dict[str, dict]:
 
 
 def test_tune_select_final_on_one_task(tmp_path):
+    """The protocol as make reproduce runs it (members -m; train -m makes the same runs: the sweeps
+    below and tests/test_population.py)."""
     args = ["profile=smoke", f"results_dir={tmp_path}", "task=linreg", *DATA]
-    assert cli("-m", "experiment=tune", *args).returncode == 0
+    assert members_cli("-m", "experiment=tune", *args).returncode == 0
     tune = finished_records(tmp_path)
     assert len(tune) == 4 * 10  # every optimizer x its 10-point grid, one seed
     assert {r["config"]["seed"] for r in tune.values()} == {0}
@@ -74,7 +83,7 @@ def test_tune_select_final_on_one_task(tmp_path):
         ok = [r for r in runs if r["status"] == "completed"]
         best = min(ok, key=lambda r: (r["final"]["val/loss"], r["config"]["optimizer"]["lr"]))
         assert c["lr"] == best["config"]["optimizer"]["lr"]
-    proc = cli("-m", "experiment=final", *args)
+    proc = members_cli("-m", "experiment=final", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     final = {k: r for k, r in finished_records(tmp_path).items() if "/final/" in k}
     assert len(final) == 4 * 2
@@ -85,7 +94,7 @@ def test_tune_select_final_on_one_task(tmp_path):
 
 def _sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "nesterov_bench.train", "-m", "experiment=tune", "profile=smoke",
-           f"results_dir={tmp_path}", "task=linreg,quadratic", *DATA, *extra]
+           f"results_dir={tmp_path}", "task=linreg", *DATA, *extra]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, "WANDB_MODE": "disabled"})
 
@@ -93,20 +102,20 @@ def _sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
 def test_sigkill_mid_sweep_then_rerun_completes_without_redoing(tmp_path):
     proc = _sweep(tmp_path)
     deadline = time.time() + 120
-    while len(finished_records(tmp_path)) < 15 and time.time() < deadline:
-        time.sleep(0.2)
+    while len(finished_records(tmp_path)) < 10 and time.time() < deadline:
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = finished_records(tmp_path)
-    assert 15 <= len(before) < 80, "the sweep must be killed half way"
+    assert 10 <= len(before) < 40, "the sweep must be killed half way"
     rerun = _sweep(tmp_path)
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out[-2000:]
     after = finished_records(tmp_path)
-    assert len(after) == 80
+    assert len(after) == 40
     for key, rec in before.items():  # nothing completed was redone or lost
         assert after[key]["started_at"] == rec["started_at"]
-    assert out.count("completed: ") + out.count("diverged: ") == 80 - len(before)
+    assert out.count("completed: ") + out.count("diverged: ") == 40 - len(before)
 
 
 def test_two_launches_of_one_sweep_do_not_collide(tmp_path):
@@ -114,9 +123,9 @@ def test_two_launches_of_one_sweep_do_not_collide(tmp_path):
     outs = [p.communicate(timeout=600)[0] for p in (a, b)]
     assert a.returncode == 0 and b.returncode == 0, outs
     runs = finished_records(tmp_path)
-    assert len(runs) == 80
+    assert len(runs) == 40
     trained = sum(o.count("completed: ") + o.count("diverged: ") for o in outs)
-    assert trained == 80  # every run trained by exactly one of the two
+    assert trained == 40  # every run trained by exactly one of the two
     for key in runs:
         files = {p.name for p in (tmp_path / key).iterdir()}
         assert files == {"run.json", "metrics.parquet", ".lock"}

@@ -47,9 +47,9 @@ def test_every_task_trains_with_every_optimizer(tmp_path, task, optimizer):
     assert (df.step.diff().dropna() >= 0).all()
 
 
-@pytest.mark.parametrize("task,optimizer", [
-    ("linreg", "momentum"), ("quadratic", "nesterov"), ("mnist_logreg", "nesterov"),
-    ("mnist_mlp", "adam"), ("mnist_cnn", "gd"), ("fmnist_cnn", "momentum"), ("cifar10_cnn", "adam"),
+@pytest.mark.parametrize("task,optimizer", [  # the entry point on each kind of data (every task x
+    ("linreg", "momentum"), ("mnist_mlp", "adam"),  # optimizer runs in-process above)
+    ("fmnist_cnn", "momentum"), ("cifar10_cnn", "adam"),
 ])
 def test_command_line_run_leaves_its_files(tmp_path, task, optimizer):
     proc = cli(f"results_dir={tmp_path}", f"task={task}", f"optimizer={optimizer}", "seed=0",

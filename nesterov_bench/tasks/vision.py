@@ -27,9 +27,10 @@ class ImageTask(Task):
                "data_seed": int}
 
     def load_data(self, data_cfg: Mapping[str, Any], device: torch.device) -> Data:
-        if data_cfg.get("generated"):
+        if data_cfg.get("generated"):  # as many examples as the splits ask for (train: 3x val if unset)
+            n_train = self.cfg["val_size"] + (self.cfg["train_size"] or 3 * self.cfg["val_size"])
             train_x, train_y, test_x, test_y = generated_images(
-                self.shape, n_train=4 * self.cfg["val_size"], n_test=self.cfg["val_size"],
+                self.shape, n_train=n_train, n_test=self.cfg["test_size"] or self.cfg["val_size"],
                 seed=self.cfg["data_seed"],
             )
         else:
