@@ -39,6 +39,7 @@ def _row(run_dir: Path, rec: dict) -> dict:
         "device": rec.get("environment", {}).get("device_name"),
         "torch": rec.get("environment", {}).get("torch"),
         "commit": rec.get("environment", {}).get("git_commit"),
+        "population": int((rec.get("vectorized") or {}).get("members", 1)),  # 1: trained on its own
     }
     row.update({f"final:{k}": v for k, v in rec.get("final", {}).items()})
     return row

@@ -39,6 +39,9 @@ def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dic
         "meta/missing_tasks": ", ".join(t for t in TASK_ORDER if t not in study.tasks) or "none",
         "meta/compute_hours": f"{mine.wall_time_s.sum() / 3600:.2f}",
         "meta/reproduce_cmd": f"make reproduce PROFILE={study.profile}",
+        "meta/vectorized_runs": str(int((mine.population > 1).sum())),
+        "meta/vectorized_tasks": ", ".join(t for t in TASK_ORDER
+                                           if (mine[mine.task == t].population > 1).any()) or "none",
         "rule/supported_share": f"{cfg['verdict']['supported_share']:.0%}",
         "rule/not_supported_share": f"{cfg['verdict']['not_supported_share']:.0%}",
         "rule/early_fraction": f"{cfg['early_fraction']:.0%}",
