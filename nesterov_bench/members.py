@@ -8,7 +8,7 @@
 ``members.lr_indices``, positions in ``lr_grid``) are the members. With -m, the sweep's ``seed`` and
 ``lr_index`` (or ``optimizer.lr``) values, from the command line or the experiment, become each job's
 members, and Hydra sweeps the rest (tasks, optimizers): the same runs as ``train -m``, one population
-per setting. ``make reproduce`` runs every stage this way.
+per setting. ``make reproduce`` trains the tasks it vectorizes this way.
 
 Each member's run directory is exactly the one ``python -m nesterov_bench.train`` writes for its seed and
 learning rate (same path, same files, same config in run.json), plus ``"vectorized": {"members": K,

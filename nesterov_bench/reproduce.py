@@ -3,12 +3,13 @@ quadratic-theory runs -> the analysis (tables, figures and numbers of the paper)
 
     python -m nesterov_bench.reproduce --profile quick [--results results] [--launcher local]
 
-Each stage is a Hydra multirun of ``nesterov_bench.members``: one job per (task, optimizer, ...)
-setting, training that setting's seeds and grid points together where vectorizing pays and one at a
-time elsewhere (``--vectorize``, default auto). A stage's log goes to
-``<results>/logs/<profile>-<stage>.log``. The total number of runs is printed up front, and one
-progress bar counts finished runs across all stages. Everything is resumable: finished runs are
-skipped, so rerunning after an interruption redoes only what was unfinished.
+Each training stage is a Hydra multirun: of ``nesterov_bench.members`` for the tasks that
+``members.vectorize`` trains as vectorized populations on this device (one job per task x optimizer x
+..., its seeds and grid points together), of ``nesterov_bench.train`` for the rest (one job per run);
+``--vectorize`` (default auto) decides. A stage's log goes to ``<results>/logs/<profile>-<stage>.log``.
+The total number of runs is printed up front, and one progress bar counts finished runs across all
+stages. Everything is resumable: finished runs are skipped, so rerunning after an interruption redoes
+only what was unfinished.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -41,6 +42,25 @@ class Stage:
     runs: int = 0
     stage_dir: Path | None = None  # where its run directories appear
     depth: int = 3  # directory levels between stage_dir and seed=N (task/optimizer/hp)
+    modules: list[tuple[str, list[str]]] = field(default_factory=list)  # (module, its tasks), in order
+
+
+def by_vectorizing(overrides: list[str], vectorize: str) -> list[tuple[str, list[str]]]:
+    """Which module trains which of a stage's tasks: ``members`` (one job per setting, its seeds and
+    grid points one vectorized population) where ``members.vectorize`` vectorizes the task on this
+    device, ``train`` (one job per run) for the rest -- a job of K runs one after another would only
+    make the launcher's units of work coarser (a slow tail locally, K runs in series on a cluster)."""
+    from . import members
+    from .train import resolve_device
+
+    cfg = compose_config(overrides)
+    swept = sweeper_params(overrides).get("task")
+    tasks = swept_values("task", swept) if swept else [cfg.task.name]
+    device = resolve_device(cfg.device)
+    mode = {"auto": "auto", "true": True, "false": False}[vectorize]
+    together = [t for t in tasks if members.vectorize({"members": {"vectorize": mode}}, t, device)]
+    alone = [t for t in tasks if t not in together]
+    return [(module, ts) for module, ts in (("members", together), ("train", alone)) if ts]
 
 
 def sweep_size(overrides: list[str]) -> tuple[int, Path]:
@@ -78,6 +98,7 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
             if st.name == "final":  # its lr comes from the tuned file, which does not exist yet
                 base = [*base, "optimizer.lr=1.0"]
             st.runs, st.stage_dir = sweep_size(base)
+            st.modules = by_vectorizing(base, vectorize)
             if st.name in ("quadratic_theory", "noise_floor"):  # their stage name (kappa=, batch=) is swept
                 st.stage_dir, st.depth = st.stage_dir.parent, 4
     stages.append(Stage("analyze", []))
@@ -138,11 +159,20 @@ def main(argv: list[str] | None = None) -> None:
                        "--results", args.results, "--out", args.analysis_out,
                        *(["--no-readme"] if args.no_readme else [])]
             else:
-                cmd = [sys.executable, "-m", "nesterov_bench.members", "-m", *st.overrides]
+                cmd = None
             log_path = logs / f"{args.profile}-{st.name}.log"
             t_stage = time.perf_counter()
             with open(log_path, "w") as log:
-                code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+                if cmd is not None:
+                    code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
+                for module, tasks in st.modules:  # a training stage: one sweep per module
+                    log.write(f"--- nesterov_bench.{module}: {', '.join(tasks)}\n")
+                    log.flush()
+                    code = subprocess.run([sys.executable, "-m", f"nesterov_bench.{module}", "-m",
+                                           *st.overrides, f"task={','.join(tasks)}"],
+                                          stdout=log, stderr=subprocess.STDOUT).returncode
+                    if code != 0:
+                        break
             if not interactive:
                 done = f"{finished(st)}/{st.runs} runs finished, " if st.overrides else ""
                 print(f"stage {st.name}: {done}{time.perf_counter() - t_stage:.0f} s", flush=True)

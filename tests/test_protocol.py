@@ -166,3 +166,18 @@ def test_reproduce_smoke_profile_end_to_end(tmp_path):
     assert "\\nbdef{meta/profile}{smoke}" in numbers and "\\nbdef{final/fmnist_cnn/nesterov}" in numbers
     # CIFAR-10 ran on generated tensors: a code-path check that never enters a table
     assert "cifar10" not in (gen / "tables" / "final.tex").read_text()
+
+
+def test_reproduce_sends_vectorized_tasks_through_members_and_the_rest_through_train(tmp_path):
+    """On a CPU (CI), auto vectorizes linreg, quadratic and mnist_logreg (make bench); the other tasks
+    stay one job per run, so a launcher can spread them."""
+    from nesterov_bench.reproduce import plan
+
+    stages = {st.name: st for st in plan("quick", str(tmp_path), None)}
+    assert stages["tune"].modules == [("members", ["linreg", "quadratic", "mnist_logreg"]),
+                                      ("train", ["mnist_mlp", "mnist_cnn", "fmnist_cnn"])]
+    assert stages["quadratic_theory"].modules == [("members", ["quadratic"])]
+    assert stages["select"].modules == []
+    everything = ["linreg", "quadratic", "mnist_logreg", "mnist_mlp", "mnist_cnn", "fmnist_cnn"]
+    assert plan("quick", str(tmp_path), None, "false")[0].modules == [("train", everything)]
+    assert plan("quick", str(tmp_path), None, "true")[0].modules == [("members", everything)]
