@@ -29,7 +29,7 @@ from .tasks import Task
 #: ``make bench``'s "population" rows measured the vectorized program slower than K separate runs
 #: there: on a CPU, mnist_mlp (about 1.15x slower: compute-bound already) and the CNNs (about 1.3x:
 #: their convolutions become grouped convolutions). linreg, quadratic and mnist_logreg are vectorized
-#: (10 mnist_logreg members take about 0.7x the time of 10 separate runs). Not measured on a GPU: only
+#: (10 mnist_logreg members take 0.7x to 0.8x the time of 10 separate runs). Not measured on a GPU: only
 #: the CNNs are kept out there, by the same grouped-convolution argument.
 ONE_AT_A_TIME = {"cpu": ("mnist_mlp", "mnist_cnn", "fmnist_cnn", "cifar10_cnn"),
                  "cuda": ("mnist_cnn", "fmnist_cnn", "cifar10_cnn")}

@@ -37,7 +37,8 @@ def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dic
         "meta/tasks": str(len(study.tasks)),
         "meta/tasklist": ", ".join(study.tasks),
         "meta/missing_tasks": ", ".join(t for t in TASK_ORDER if t not in study.tasks) or "none",
-        "meta/compute_hours": f"{mine.wall_time_s.sum() / 3600:.2f}",
+        # a vectorized run records its population's wall time: each member counts its share
+        "meta/compute_hours": f"{(mine.wall_time_s / mine.population).sum() / 3600:.2f}",
         "meta/reproduce_cmd": f"make reproduce PROFILE={study.profile}",
         "meta/vectorized_runs": str(int((mine.population > 1).sum())),
         "meta/vectorized_tasks": ", ".join(t for t in TASK_ORDER
