@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from . import store
@@ -45,30 +46,26 @@ class Stage:
     modules: list[tuple[str, list[str]]] = field(default_factory=list)  # (module, its tasks), in order
 
 
-def by_vectorizing(overrides: list[str], vectorize: str) -> list[tuple[str, list[str]]]:
-    """Which module trains which of a stage's tasks: ``members`` (one job per setting, its seeds and
-    grid points one vectorized population) where ``members.vectorize`` vectorizes the task on this
-    device, ``train`` (one job per run) for the rest -- a job of K runs one after another would only
-    make the launcher's units of work coarser (a slow tail locally, K runs in series on a cluster)."""
+def by_vectorizing(cfg: DictConfig, params: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """Which module trains which of a stage's tasks (``cfg``, ``params``: its composed config and
+    sweeper params): ``members`` (one job per setting, its seeds and grid points one vectorized
+    population) where ``members.vectorize`` vectorizes the task on this device, ``train`` (one job per
+    run) for the rest -- a job of K runs one after another would only make the launcher's units of
+    work coarser (a slow tail locally, K runs in series on a cluster)."""
     from . import members
     from .train import resolve_device
 
-    cfg = compose_config(overrides)
-    swept = sweeper_params(overrides).get("task")
-    tasks = swept_values("task", swept) if swept else [cfg.task.name]
+    tasks = swept_values("task", params["task"]) if "task" in params else [cfg.task.name]
     device = resolve_device(cfg.device)
-    mode = {"auto": "auto", "true": True, "false": False}[vectorize]
-    together = [t for t in tasks if members.vectorize({"members": {"vectorize": mode}}, t, device)]
+    together = [t for t in tasks if members.vectorize(cfg, t, device)]
     alone = [t for t in tasks if t not in together]
     return [(module, ts) for module, ts in (("members", together), ("train", alone)) if ts]
 
 
-def sweep_size(overrides: list[str]) -> tuple[int, Path]:
+def sweep_size(overrides: list[str], cfg: DictConfig, params: dict[str, str]) -> tuple[int, Path]:
     """Runs a multirun will launch (the product of its swept values) and where they land."""
-    cfg = compose_config(overrides)
     explicit = {o.split("=", 1)[0] for o in overrides if "=" in o}
-    sizes = [len(swept_values(key, value)) for key, value in sweeper_params(overrides).items()
-             if key not in explicit]
+    sizes = [len(swept_values(key, value)) for key, value in params.items() if key not in explicit]
     parser = OverridesParser.create()
     for o in overrides:
         parsed = parser.parse_override(o)
@@ -84,6 +81,7 @@ def finished(st: Stage) -> int:
 
 
 def plan(profile: str, results: str, launcher: str | None, vectorize: str = "auto") -> list[Stage]:
+    """The stages in order; ``vectorize`` (auto | true | false) is every stage's members.vectorize."""
     common = [f"profile={profile}", f"results_dir={results}", f"members.vectorize={vectorize}"]
     if launcher:
         common.append(f"hydra/launcher={launcher}")
@@ -97,12 +95,25 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
             base = [o for o in st.overrides if not o.startswith("hydra/")]
             if st.name == "final":  # its lr comes from the tuned file, which does not exist yet
                 base = [*base, "optimizer.lr=1.0"]
-            st.runs, st.stage_dir = sweep_size(base)
-            st.modules = by_vectorizing(base, vectorize)
+            cfg, params = compose_config(base), sweeper_params(base)
+            st.runs, st.stage_dir = sweep_size(base, cfg, params)
+            st.modules = by_vectorizing(cfg, params)
             if st.name in ("quadratic_theory", "noise_floor"):  # their stage name (kappa=, batch=) is swept
                 st.stage_dir, st.depth = st.stage_dir.parent, 4
     stages.append(Stage("analyze", []))
     return stages
+
+
+def commands(st: Stage, args: argparse.Namespace) -> list[list[str]]:
+    """A stage's commands (``python`` arguments), run in order: a training stage's one sweep per
+    module (``Stage.modules``), else the one selection or analysis command."""
+    if st.name == "select":
+        return [["-m", "nesterov_bench.select", "--profile", args.profile, "--results", args.results]]
+    if st.name == "analyze":
+        return [["-m", "nesterov_bench.analyze", "--profile", args.profile, "--results", args.results,
+                 "--out", args.analysis_out, *(["--no-readme"] if args.no_readme else [])]]
+    return [["-m", f"nesterov_bench.{module}", "-m", *st.overrides, f"task={','.join(tasks)}"]
+            for module, tasks in st.modules]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -151,26 +162,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for st in stages:
             bar.set_description(st.name)
-            if st.name == "select":
-                cmd = [sys.executable, "-m", "nesterov_bench.select", "--profile", args.profile,
-                       "--results", args.results]
-            elif st.name == "analyze":
-                cmd = [sys.executable, "-m", "nesterov_bench.analyze", "--profile", args.profile,
-                       "--results", args.results, "--out", args.analysis_out,
-                       *(["--no-readme"] if args.no_readme else [])]
-            else:
-                cmd = None
             log_path = logs / f"{args.profile}-{st.name}.log"
             t_stage = time.perf_counter()
             with open(log_path, "w") as log:
-                if cmd is not None:
-                    code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
-                for module, tasks in st.modules:  # a training stage: one sweep per module
-                    log.write(f"--- nesterov_bench.{module}: {', '.join(tasks)}\n")
+                for cmd in commands(st, args):
+                    log.write(f"--- {' '.join(cmd[1:])}\n")
                     log.flush()
-                    code = subprocess.run([sys.executable, "-m", f"nesterov_bench.{module}", "-m",
-                                           *st.overrides, f"task={','.join(tasks)}"],
-                                          stdout=log, stderr=subprocess.STDOUT).returncode
+                    code = subprocess.run([sys.executable, *cmd], stdout=log,
+                                          stderr=subprocess.STDOUT).returncode
                     if code != 0:
                         break
             if not interactive:

@@ -29,9 +29,11 @@ def train(tmp_path: Path, *extra: str) -> dict:
     return run(compose_config(overrides(tmp_path, *extra)))
 
 
-def cli(*args: str, cwd: Path = REPO, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path = REPO, env_extra: dict | None = None,
+        module: str = "train") -> subprocess.CompletedProcess:
+    """``python -m nesterov_bench.<module> args`` (train, or members), W&B offline unless told."""
     env = {**os.environ, "WANDB_MODE": "offline", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "nesterov_bench.train", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", f"nesterov_bench.{module}", *args], cwd=cwd,
                           capture_output=True, text=True, env=env, timeout=600)
 
 

@@ -2,8 +2,6 @@
 tolerance, written where and as ``train`` writes them; a diverging member stops alone."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -15,7 +13,7 @@ from nesterov_bench.errors import ConfigError
 from nesterov_bench.population import Population, build_optimizer
 from nesterov_bench.tasks import make_task
 
-from .conftest import REPO, SMALL_IMAGES, compose_config, overrides, train
+from .conftest import SMALL_IMAGES, cli, compose_config, overrides, train
 
 SEEDS, LRS = [0, 1], {"gd": [0.003, 0.01], "nesterov": [0.001, 0.003], "adam": [0.01, 0.03]}
 BUDGET = {
@@ -129,17 +127,12 @@ def test_train_refuses_member_lists(tmp_path):
         train(tmp_path, "task=linreg", "members.seeds=[0,1]")
 
 
-def command(module, *args):
-    return subprocess.run([sys.executable, "-m", f"nesterov_bench.{module}", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_command_line(tmp_path):
-    ok = command("members", *overrides(tmp_path, "task=linreg", "train.epochs=1", "members.seeds=[0,1]"))
+    ok = cli(*overrides(tmp_path, "task=linreg", "train.epochs=1", "members.seeds=[0,1]"), module="members")
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert len(list((tmp_path / "runs").rglob("run.json"))) == 2
     for args in (["-m", "seed=0,1", "members.seeds=[0,1]"], ["members.lrs=[0]"]):
-        bad = command("members", *overrides(tmp_path / "bad", "task=linreg", *args))
+        bad = cli(*overrides(tmp_path / "bad", "task=linreg", *args), module="members")
         assert bad.returncode == 2 and bad.stderr.startswith("error: "), (args, bad.stderr[-2000:])
         assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert not (tmp_path / "bad").exists()
@@ -165,7 +158,7 @@ def test_a_sweep_through_members_makes_the_runs_train_makes(tmp_path):
     sweep = ["-m", "experiment=tune", "profile=smoke", "task=quadratic", "optimizer=gd,adam",
              "lr_index=0,4,9", "seed=0,1"]
     for module in ("train", "members"):
-        proc = command(module, *sweep, *overrides(tmp_path / module))
+        proc = cli(*sweep, *overrides(tmp_path / module), module=module)
         assert proc.returncode == 0, proc.stderr[-2000:]
     alone, together = finished(tmp_path / "train"), finished(tmp_path / "members")
     assert len(alone) == 2 * 3 * 2 and together.keys() == alone.keys()

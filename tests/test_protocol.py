@@ -47,15 +47,9 @@ def test_selection_flags_the_grid_edge_and_missing_points():
     assert choose([record(0.001, 0.5, "diverged"), record(0.01, 0.5, "diverged")])["all_diverged"]
 
 
-def members_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nesterov_bench.members", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.parametrize("module", ["train", "members"])
 def test_final_stage_refuses_to_run_without_tuned_rates(tmp_path, module):
-    run = cli if module == "train" else members_cli
-    proc = run("-m", "experiment=final", "profile=smoke", f"results_dir={tmp_path}", *DATA)
+    proc = cli("-m", "experiment=final", "profile=smoke", f"results_dir={tmp_path}", *DATA, module=module)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "nesterov_bench.select" in lines[0], proc.stderr
@@ -72,7 +66,7 @@ def test_tune_select_final_on_one_task(tmp_path):
     """The protocol as make reproduce runs it (members -m; train -m makes the same runs: the sweeps
     below and tests/test_population.py)."""
     args = ["profile=smoke", f"results_dir={tmp_path}", "task=linreg", *DATA]
-    assert members_cli("-m", "experiment=tune", *args).returncode == 0
+    assert cli("-m", "experiment=tune", *args, module="members").returncode == 0
     tune = finished_records(tmp_path)
     assert len(tune) == 4 * 10  # every optimizer x its 10-point grid, one seed
     assert {r["config"]["seed"] for r in tune.values()} == {0}
@@ -83,7 +77,7 @@ def test_tune_select_final_on_one_task(tmp_path):
         ok = [r for r in runs if r["status"] == "completed"]
         best = min(ok, key=lambda r: (r["final"]["val/loss"], r["config"]["optimizer"]["lr"]))
         assert c["lr"] == best["config"]["optimizer"]["lr"]
-    proc = members_cli("-m", "experiment=final", *args)
+    proc = cli("-m", "experiment=final", *args, module="members")
     assert proc.returncode == 0, proc.stderr[-2000:]
     final = {k: r for k, r in finished_records(tmp_path).items() if "/final/" in k}
     assert len(final) == 4 * 2
