@@ -45,10 +45,22 @@ def _row(run_dir: Path, rec: dict) -> dict:
     return row
 
 
-def load(results_dir: str | Path) -> Loaded:
+def experiments(root: Path, profile: str | None) -> list[Path]:
+    """The experiment folders under ``root`` (``<results>/runs``) that belong to ``profile``:
+    ``<profile>`` (tune, final) and ``<profile>-*`` (its recipes and studies); all when None."""
+    if not root.is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if d.is_dir() and (
+        profile is None or d.name == profile or d.name.startswith(f"{profile}-")))
+
+
+def load(results_dir: str | Path, profile: str | None = None) -> Loaded:
+    """The runs under ``<results_dir>/runs``; with ``profile``, only that profile's experiments, so
+    another profile's runs (skipped, corrupt or not) never enter its analysis or its counts."""
     root = Path(results_dir) / "runs"
+    exps = experiments(root, profile)
     rows, frames, skipped = [], [], []
-    for run_json in sorted(root.glob("*/*/*/*/*/seed=*/run.json")):
+    for run_json in sorted(p for e in exps for p in e.glob("*/*/*/*/seed=*/run.json")):
         run_dir = run_json.parent
         try:
             rec = json.loads(run_json.read_text())
@@ -77,7 +89,7 @@ def load(results_dir: str | Path) -> Loaded:
             m[k] = row[k]
         rows.append(row)
         frames.append(m)
-    for partial in sorted(root.glob("*/*/*/*/*/seed=*")):
+    for partial in sorted(p for e in exps for p in e.glob("*/*/*/*/seed=*")):
         if partial.is_dir() and not (partial / "run.json").exists():
             skipped.append((str(partial), "unfinished (no run.json)"))
     runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*KEY, "run_id", "status"])  # index = run_id

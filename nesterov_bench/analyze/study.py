@@ -1,8 +1,9 @@
 """One profile's study, split into its parts, with the per-run measures every table and figure uses.
 
-A results root may hold several profiles (``sweep.name``: smoke, quick, paper); each part of a study is
-an experiment of the run store: ``<profile>`` (stages tune and final), ``<profile>-quadratic_theory``,
-``<profile>-seed000_linreg`` and ``<profile>-seed002_mnist`` (the articles' recipes).
+A results root may hold several profiles (``sweep.name``: smoke, quick, paper); a study reads only its
+own (``load(results, profile)``), and each part of it is an experiment of the run store: ``<profile>``
+(stages tune and final), ``<profile>-quadratic_theory``, ``<profile>-seed000_linreg`` and
+``<profile>-seed002_mnist`` (the articles' recipes).
 """
 
 from __future__ import annotations
@@ -19,30 +20,33 @@ from omegaconf import OmegaConf
 from ..errors import ConfigError
 from . import measures
 from .load import Loaded
+from .outputs import ANALYSIS_CFG, paper_profile
 
 TASK_ORDER = ["linreg", "quadratic", "mnist_logreg", "mnist_mlp", "mnist_cnn", "fmnist_cnn", "cifar10_cnn"]
 OPT_ORDER = ["gd", "momentum", "nesterov", "adam"]
 OPT_LABEL = {"gd": "GD", "momentum": "Heavy ball", "nesterov": "Nesterov", "adam": "Adam"}
-PROFILE_PREFERENCE = ["paper", "quick", "smoke"]
-ANALYSIS_CFG = Path(__file__).resolve().parents[2] / "conf" / "analysis.yaml"
 
 
 def analysis_config(path: Path = ANALYSIS_CFG) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
-def choose_profile(runs: pd.DataFrame, wanted: str | None) -> str:
-    """The profile to analyse: ``wanted``, else the most thorough one with final runs."""
-    finals = set(runs.loc[runs.stage == "final", "experiment"]) if len(runs) else set()
-    if wanted:
-        if wanted not in finals:
-            raise ConfigError(f"no final runs of profile {wanted!r} in the results "
-                              f"(profiles with final runs: {', '.join(sorted(finals)) or 'none'})")
-        return wanted
-    for name in [*PROFILE_PREFERENCE, *sorted(finals)]:
-        if name in finals:
-            return name
-    raise ConfigError("no final runs in the results; run `make reproduce PROFILE=quick` first")
+def profiles_with_finals(results_dir: Path) -> list[str]:
+    """The profiles whose final stage has run directories in a results tree."""
+    runs = Path(results_dir) / "runs"
+    return sorted(d.parent.name for d in runs.glob("*/final") if d.is_dir()) if runs.is_dir() else []
+
+
+def choose_profile(runs: pd.DataFrame, wanted: str | None, results_dir: Path | None = None) -> str:
+    """The profile to analyse: ``wanted``, else the paper's (``paper_profile``); it must have final
+    runs among ``runs``."""
+    name = wanted or paper_profile()
+    if len(runs) and ((runs.experiment == name) & (runs.stage == "final")).any():
+        return name
+    others = [p for p in profiles_with_finals(results_dir) if p != name] if results_dir else []
+    hint = (f"profiles with final runs here: {', '.join(others)} (pass --profile)" if others
+            else f"run `make reproduce PROFILE={name}` first")
+    raise ConfigError(f"no final runs of profile {name!r} in the results; {hint}")
 
 
 def _ordered(values, order) -> list:
