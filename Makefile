@@ -20,17 +20,17 @@ test: ## Run the test suite (CPU only, real MNIST/Fashion-MNIST from ../shared/d
 lint: ## Check style with ruff
 	$(VENV)/bin/ruff check nesterov_bench tests scripts
 
-PROFILE ?= paper
+PROFILE ?= quick
 RESULTS ?= results
 LAUNCHER ?=
-reproduce: ## Rebuild a profile from scratch: tune, select, final, recipes, analysis, PDF (PROFILE=smoke|quick|paper, LAUNCHER=local)
-	$(PY) -m nesterov_bench.reproduce --profile $(PROFILE) --results $(RESULTS) $(if $(LAUNCHER),--launcher $(LAUNCHER))
-	$(MAKE) paper-pdf
+ARGS ?=
+reproduce: ## Run a profile (default quick), resuming finished runs: tune, select, final, recipes, analysis, PDF; a profile other than the paper's reports to results/reports/<profile>/ (PROFILE=quick|smoke|paper, LAUNCHER=local, ARGS='data.download=true')
+	$(PY) -m nesterov_bench.reproduce --profile $(PROFILE) --results $(RESULTS) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(ARGS)
 
-analyze: ## Rebuild paper/generated (tables, figures, numbers) and the README's results block from $(RESULTS)/
+analyze: ## Rebuild paper/generated and the README's results block from the paper's profile in results/ (paper_profile in conf/analysis.yaml)
 	$(PY) -m nesterov_bench.analyze --results $(RESULTS) $(if $(STUDY),--profile $(STUDY))
 
-paper: analyze paper-pdf ## Rebuild every table, figure and number and the PDF from committed results (no training)
+paper: analyze paper-pdf ## Rebuild every table, figure and number and the PDF from the committed results of the paper's profile (no training)
 
 LATEX_PKGS := texlive-latex-base texlive-latex-recommended latexmk lmodern
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)

@@ -27,6 +27,8 @@ from omegaconf import OmegaConf
 from . import store, theory
 from .errors import ConfigError
 
+PROFILES_DIR = Path(__file__).resolve().parents[1] / "conf" / "profile"  # the names select accepts
+
 
 def tuned_path(results_dir: str | Path, name: str) -> Path:
     return Path(results_dir) / "tuned" / f"{name}.json"
@@ -115,8 +117,14 @@ def select(results_dir: Path, name: str, study: str = "main") -> tuple[Path, dic
     experiment = name if study == "main" else f"{name}-{study}"
     records = tuning_records(results_dir, experiment)
     if not records:
-        raise ConfigError(f"no finished tuning runs under {results_dir / 'runs' / experiment / 'tune'}; "
-                          f"run `python -m nesterov_bench.train -m experiment=tune profile={name}` first")
+        where = results_dir / "runs" / experiment / "tune"
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        if name not in known:
+            raise ConfigError(f"no finished tuning runs under {where}, and {name!r} is not a profile; "
+                              f"choose one of: {', '.join(known)} (conf/profile/)")
+        elsewhere = "" if Path(results_dir) == Path("results") else f" results_dir={results_dir}"
+        raise ConfigError(f"no finished tuning runs under {where}; run `python -m nesterov_bench.train -m "
+                          f"experiment=tune profile={name}{elsewhere}` first")
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
         opt = r["config"]["optimizer"]

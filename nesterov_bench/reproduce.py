@@ -1,21 +1,29 @@
 """Rebuild a profile's results in order: tune -> select -> final -> the articles' recipes and the
-quadratic-theory runs -> the analysis (tables, figures and numbers of the paper).
+quadratic-theory runs -> the analysis (tables, figures and numbers) -> the PDF where LaTeX is installed.
 
-    python -m nesterov_bench.reproduce --profile quick [--results results] [--launcher local]
+    python -m nesterov_bench.reproduce [--profile quick] [--results results] [--launcher local] [KEY=VALUE]
+
+KEY=VALUE overrides go to every training stage (e.g. ``data.download=true`` for the paper profile's
+CIFAR-10). Every dataset the profile needs is checked before the first run. The profile the paper is
+built from (``paper_profile`` in conf/analysis.yaml) writes ``paper/generated``, the README's results
+block and ``paper/main.pdf``; any other profile writes its report to ``<results>/reports/<profile>/``
+and leaves the paper and the README alone.
 
 Each training stage is a Hydra multirun: of ``nesterov_bench.members`` for the tasks that
 ``members.vectorize`` trains as vectorized populations on this device (one job per task x optimizer x
 ..., its seeds and grid points together), of ``nesterov_bench.train`` for the rest (one job per run);
 ``--vectorize`` (default auto) decides. A stage's log goes to ``<results>/logs/<profile>-<stage>.log``.
 The total number of runs is printed up front, and one progress bar counts finished runs across all
-stages. Everything is resumable: finished runs are skipped, so rerunning after an interruption redoes
-only what was unfinished.
+stages. Everything is resumable: finished runs are skipped, so rerunning after an interruption (Ctrl-C:
+one line, exit 130) redoes only what was unfinished.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -28,8 +36,12 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from . import store
+from .analyze.outputs import Destinations, destinations
 from .cli import compose_config, sweeper_params, swept_values
 from .errors import ConfigError
+
+PAPER_TEX = Path(__file__).resolve().parents[1] / "paper" / "main.tex"  # what a report's PDF typesets
+DEFAULT_PROFILE = "quick"  # runs on a 2-core CPU in under an hour; paper needs a GPU and CIFAR-10
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
 RECIPES = ("seed000_linreg", "seed002_mnist", "quadratic_theory", "noise_floor")
@@ -44,6 +56,7 @@ class Stage:
     stage_dir: Path | None = None  # where its run directories appear
     depth: int = 3  # directory levels between stage_dir and seed=N (task/optimizer/hp)
     modules: list[tuple[str, list[str]]] = field(default_factory=list)  # (module, its tasks), in order
+    base: list[str] = field(default_factory=list)  # the overrides its config was composed with
 
 
 def by_vectorizing(cfg: DictConfig, params: dict[str, str]) -> list[tuple[str, list[str]]]:
@@ -80,16 +93,34 @@ def finished(st: Stage) -> int:
     return sum(store.is_finished(p.parent) for p in st.stage_dir.glob(pattern))
 
 
-def plan(profile: str, results: str, launcher: str | None, vectorize: str = "auto") -> list[Stage]:
-    """The stages in order; ``vectorize`` (auto | true | false) is every stage's members.vectorize."""
+def launchers() -> list[str]:
+    """The Hydra launchers this installation knows (conf/hydra/launcher/ and the installed plugins)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .train import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return sorted(GlobalHydra.instance().config_loader().get_group_options("hydra/launcher"))
+
+
+def plan(profile: str, results: str, launcher: str | None, vectorize: str = "auto",
+         overrides: list[str] | tuple[str, ...] = ()) -> list[Stage]:
+    """The stages in order; ``vectorize`` (auto | true | false) is every stage's members.vectorize;
+    ``overrides`` (``key=value``, e.g. ``data.download=true``) go to every training stage. A bad
+    launcher or override is a ConfigError here, before anything runs."""
+    if launcher:
+        known = launchers()
+        if launcher not in known:
+            raise ConfigError(f"unknown launcher {launcher!r}; choose one of: {', '.join(known)}")
     common = [f"profile={profile}", f"results_dir={results}", f"members.vectorize={vectorize}"]
     if launcher:
         common.append(f"hydra/launcher={launcher}")
-    stages = [Stage("tune", ["experiment=tune", *common]), Stage("select", []),
-              Stage("final", ["experiment=final", *common])]
+    stages = [Stage("tune", ["experiment=tune", *common, *overrides]), Stage("select", []),
+              Stage("final", ["experiment=final", *common, *overrides])]
     for recipe in RECIPES:
         extra = SMOKE_RECIPE_BUDGET if profile == "smoke" else []
-        stages.append(Stage(recipe, [f"experiment={recipe}", *common, *extra]))
+        stages.append(Stage(recipe, [f"experiment={recipe}", *common, *extra, *overrides]))
     for st in stages:
         if st.overrides:
             base = [o for o in st.overrides if not o.startswith("hydra/")]
@@ -98,10 +129,57 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
             cfg, params = compose_config(base), sweeper_params(base)
             st.runs, st.stage_dir = sweep_size(base, cfg, params)
             st.modules = by_vectorizing(cfg, params)
+            st.base = base
             if st.name in ("quadratic_theory", "noise_floor"):  # their stage name (kappa=, batch=) is swept
                 st.stage_dir, st.depth = st.stage_dir.parent, 4
     stages.append(Stage("analyze", []))
     return stages
+
+
+def missing_data(profile: str, stages: list[Stage]) -> str | None:
+    """The first dataset a profile's runs need and cannot find, as one line naming the dataset, where
+    it was looked for and the fixes; None when every one is there (or will be downloaded). Checked
+    before the first run, creating nothing (the runs themselves stage the files)."""
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    from .tasks import TASKS
+
+    mirrored = {"MNIST": MNIST, "FashionMNIST": FashionMNIST}
+    seen: set[tuple] = set()
+    needs: dict[tuple, list[str]] = {}  # (dataset, root, source) -> tasks
+    for st in stages:
+        for _, tasks in st.modules:
+            for task in tasks:
+                if task in seen:
+                    continue
+                seen.add(task)
+                dataset = getattr(TASKS.get(task), "dataset", None)
+                if dataset is None:
+                    continue  # generated in memory (linreg, quadratic)
+                data = compose_config([*st.base, f"task={task}"]).data
+                if data.download or data.generated:
+                    continue
+                needs.setdefault((dataset, str(data.root), str(data.source or "")), []).append(task)
+    fix_download = f"make reproduce PROFILE={profile} ARGS='data.download=true'"
+    for (dataset, root, source), tasks in needs.items():
+        what = f"profile {profile} needs {dataset} (task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)})"
+        if dataset in mirrored:
+            files = [f for f, _ in mirrored[dataset].resources]
+            raw, mirror = Path(root) / dataset / "raw", Path(source) / dataset / "raw" if source else None
+            if all((raw / f).is_file() or (raw / f.removesuffix(".gz")).is_file()
+                   or (mirror is not None and (mirror / f).is_file()) for f in files):
+                continue
+            looked = f"{raw}" + (f" nor in the offline mirror {mirror}" if mirror else " (no offline mirror)")
+            return (f"{what}, not found in {looked}; copy the original archives there or set "
+                    f"data.source=DIR, or set data.download=true on a machine with internet "
+                    f"({fix_download})")
+        if dataset == "CIFAR10":
+            folder = Path(root) / "cifar-10-batches-py"
+            if folder.is_dir():
+                continue
+            return (f"{what}, not found in {folder}; set data.download=true on a machine with internet "
+                    f"({fix_download}), or set data.root to a folder that holds it")
+    return None
 
 
 def commands(st: Stage, args: argparse.Namespace) -> list[list[str]]:
@@ -111,43 +189,113 @@ def commands(st: Stage, args: argparse.Namespace) -> list[list[str]]:
         return [["-m", "nesterov_bench.select", "--profile", args.profile, "--results", args.results]]
     if st.name == "analyze":
         return [["-m", "nesterov_bench.analyze", "--profile", args.profile, "--results", args.results,
-                 "--out", args.analysis_out, *(["--no-readme"] if args.no_readme else [])]]
+                 *(["--out", args.analysis_out] if args.analysis_out else []),
+                 *(["--no-readme"] if args.no_readme else [])]]
     return [["-m", f"nesterov_bench.{module}", "-m", *st.overrides, f"task={','.join(tasks)}"]
             for module, tasks in st.modules]
+
+
+def run_logged(cmd: list[str], log) -> int:
+    """Run ``python cmd`` with its output in ``log``; its exit status. On Ctrl-C the child (which got
+    the same SIGINT from the terminal) is given time to finish its own cleanup, then stopped."""
+    child = subprocess.Popen([sys.executable, *cmd], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        for sig, grace in ((None, 2.0), (signal.SIGINT, 10.0), (signal.SIGKILL, None)):
+            if sig is not None:
+                child.send_signal(sig)
+            try:
+                child.wait(grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            except KeyboardInterrupt:  # a second Ctrl-C: stop it now
+                child.kill()
+                child.wait()
+                break
+        raise
+
+
+def build_pdf(dest: Destinations, log_path: Path) -> str:
+    """Typeset the analysis (``paper/main.pdf``, or a report's ``main.pdf`` from a copy of the paper's
+    text) when LaTeX is installed; one line saying what happened."""
+    if not dest.is_paper and dest.out.name == "generated" and PAPER_TEX.exists():
+        shutil.copyfile(PAPER_TEX, dest.tex)
+    if not dest.tex.exists():
+        return f"no PDF: no {dest.tex} beside {dest.out}"
+    latexmk = shutil.which("latexmk")
+    if latexmk is None:
+        then = "make paper-pdf" if dest.is_paper else f"latexmk -pdf -cd {dest.tex}"
+        return f"no PDF: LaTeX is not installed (make latex-deps installs it; then {then})"
+    with open(log_path, "w") as log:
+        code = subprocess.run([latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-quiet",
+                               "-cd", str(dest.tex)], stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise RuntimeError(f"the PDF did not build (latexmk exit {code}); see {log_path}")
+    return f"PDF: {dest.tex.with_suffix('.pdf')}"
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m nesterov_bench.reproduce", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="paper", help="smoke | quick | paper (default: paper)")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="Hydra overrides for every training stage, e.g. data.download=true")
+    ap.add_argument("--profile", default=DEFAULT_PROFILE,
+                    help=f"smoke | quick | paper (default: {DEFAULT_PROFILE})")
     ap.add_argument("--results", default="results", help="results_dir (default: results)")
     ap.add_argument("--launcher", default=None,
-                    help="a Hydra launcher, e.g. joblib (parallel jobs on this machine)")
+                    help="a Hydra launcher, e.g. local (parallel jobs on this machine) or slurm")
     ap.add_argument("--vectorize", default="auto", choices=("auto", "true", "false"),
                     help="members.vectorize for every stage: auto (default) trains a setting's seeds and "
                          "grid points as one vectorized program where make bench measured it faster; "
                          "false trains every run on its own")
-    ap.add_argument("--analysis-out", default="paper/generated",
-                    help="where the analysis writes tables, figures and numbers (default: paper/generated)")
+    ap.add_argument("--analysis-out", default=None,
+                    help="where the analysis writes tables, figures and numbers (default: paper/generated "
+                         "for the paper's profile, <results>/reports/<profile>/generated for another)")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite the README's results block")
-    ap.add_argument("--dry-run", action="store_true", help="print the plan (runs per stage) and stop")
+    ap.add_argument("--no-pdf", action="store_true", help="do not typeset the PDF")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the plan (runs per stage, the commands) and stop")
     args = ap.parse_args(argv)
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        ap.error(f"{bad[0]!r} is not an override: write KEY=VALUE (e.g. data.download=true)")
+    stages: list[Stage] = []
     try:
-        stages = plan(args.profile, args.results, args.launcher, args.vectorize)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        try:
+            stages = plan(args.profile, args.results, args.launcher, args.vectorize, args.overrides)
+            lacking = missing_data(args.profile, stages)
+            if lacking and not args.dry_run:
+                raise ConfigError(lacking)
+            if lacking:
+                print(f"warning: {lacking}", file=sys.stderr)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        _run(args, stages)
+    except KeyboardInterrupt:
+        done = sum(finished(st) for st in stages if st.overrides and st.stage_dir.is_dir())
+        print(f"interrupted: {done} runs finished, rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
     total = sum(st.runs for st in stages)
     print(f"profile {args.profile}: {total} runs in all -- "
-          + ", ".join(f"{st.name} {st.runs}" for st in stages if st.overrides))
+          + ", ".join(f"{st.name} {st.runs}" for st in stages if st.overrides), flush=True)
     if args.dry_run:
+        for st in stages:
+            for cmd in commands(st, args):
+                print(f"  {st.name}: python {' '.join(cmd)}")
         return
+    dest = destinations(args.results, args.profile, args.analysis_out, no_readme=args.no_readme)
     logs = Path(args.results) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     train_stages = [st for st in stages if st.overrides]
     done0 = sum(finished(st) for st in train_stages)
     if done0:
-        print(f"{done0} runs already finished: resuming")
+        print(f"{done0} runs already finished: resuming", flush=True)
     interactive = sys.stderr.isatty()  # in CI logs: one line per stage instead of a live bar
     bar = tqdm(total=total, initial=done0, unit="run", dynamic_ncols=True, disable=not interactive)
     stop = threading.Event()
@@ -168,8 +316,7 @@ def main(argv: list[str] | None = None) -> None:
                 for cmd in commands(st, args):
                     log.write(f"--- {' '.join(cmd[1:])}\n")
                     log.flush()
-                    code = subprocess.run([sys.executable, *cmd], stdout=log,
-                                          stderr=subprocess.STDOUT).returncode
+                    code = run_logged(cmd, log)
                     if code != 0:
                         break
             if not interactive:
@@ -186,13 +333,25 @@ def main(argv: list[str] | None = None) -> None:
                 warnings = [ln for ln in log_path.read_text().splitlines() if ln.startswith("warning")]
                 for w in warnings:
                     tqdm.write(w)
+    except KeyboardInterrupt:
+        bar.leave = False  # the one line main prints replaces the bar
+        raise
     finally:
         stop.set()
-    bar.n = sum(finished(st) for st in train_stages)
-    bar.close()
-    print(f"profile {args.profile}: done in {time.perf_counter() - t0:.0f} s; tuned learning rates in "
-          f"{Path(args.results) / 'tuned' / (args.profile + '.json')}; tables, figures and numbers in "
-          f"{args.analysis_out} (make paper-pdf builds the PDF)")
+        bar.close()
+    try:
+        pdf = "no PDF (--no-pdf)" if args.no_pdf else build_pdf(dest, logs / f"{args.profile}-pdf.log")
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    tuned = Path(args.results) / "tuned" / f"{args.profile}.json"
+    if dest.is_paper:
+        where = f"tables, figures and numbers in {dest.out}" + (
+            f", the results block of {dest.readme}" if dest.readme else "")
+    else:
+        where = f"report in {dest.out.parent}/ ({'report.md, ' if dest.report else ''}{dest.out.name}/)"
+    print(f"profile {args.profile}: done in {time.perf_counter() - t0:.0f} s; {total} runs; tuned "
+          f"learning rates in {tuned}; {where}; {pdf}")
 
 
 if __name__ == "__main__":
