@@ -243,7 +243,7 @@ def fit_members(
     mid_epoch -= {0, steps_per_epoch}
     bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
     going = evaluate(0.0, "non-finite loss at initialisation")
-    running, count = torch.zeros(k_members, device=train.x.device), 0
+    running, count = None, 0  # summed in the loss's own dtype (a float64 run logs float64 means)
     for epoch in range(tc.epochs if going else 0):
         watch.start()
         perm = None
@@ -266,7 +266,7 @@ def fit_members(
             if tc.epoch_decay:
                 _article_decay_step(members.module, optimizer, tc.epoch_decay, epoch)
             step += 1
-            running += per_member
+            running = per_member.detach().clone() if running is None else running.add_(per_member)
             count += 1
             last = i == steps_per_epoch - 1 or step == total_steps
             if step % tc.log_every == 0 or last or i + 1 in mid_epoch:
