@@ -1,0 +1,227 @@
+"""make reproduce and the results tree, as a new user meets them: which profile runs, where its outputs
+go, what is refused before the first run, Ctrl-C, and what git tracks.
+
+Fast on purpose: dry runs, in-process calls and tiny run stores. The one real smoke reproduce is
+tests/test_protocol.py::test_reproduce_smoke_profile_end_to_end (which also checks that it leaves a
+README and a paper/generated alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nesterov_bench import protocol, reproduce
+from nesterov_bench.analyze.__main__ import build
+from nesterov_bench.analyze.__main__ import main as analyze_main
+
+from .conftest import DATA, REPO
+from .test_analyze import FAST_NESTEROV, OPTS, TASKS, make_store, write_run
+
+README_BLOCK = "# x\n\n<!-- generated:results:start -->\nCOMMITTED\n<!-- generated:results:end -->\n"
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# --- item 1: a profile other than the paper's never touches the README or paper/generated ----------
+
+def test_another_profile_is_analysed_into_its_own_report(tmp_path, monkeypatch, capsys):
+    """The analysis of a profile that is not the paper's writes under <results>/reports/<profile>/ and
+    leaves the README and paper/generated as they were; the paper's profile still writes both."""
+    results = tmp_path / "results"
+    for task in TASKS:
+        for opt in OPTS:
+            for lr, factor in ((0.001, 3.0), (0.01, 1.0), (0.1, 1.5)):
+                write_run(results, task=task, opt=opt, lr=lr, seed=0, stage="tune",
+                          tau=FAST_NESTEROV[opt] * factor, experiment="smoke")
+            for seed in (100, 101):
+                write_run(results, task=task, opt=opt, lr=0.01, seed=seed, stage="final",
+                          tau=FAST_NESTEROV[opt], experiment="smoke")
+    (tmp_path / "README.md").write_text(README_BLOCK)
+    (tmp_path / "paper" / "generated").mkdir(parents=True)
+    (tmp_path / "paper" / "generated" / "numbers.tex").write_text("committed")
+    monkeypatch.chdir(tmp_path)
+
+    # what reproduce --profile smoke runs as its analysis stage: no --out, no README
+    args = argparse.Namespace(profile="smoke", results="results", analysis_out=None, no_readme=False)
+    cmd = reproduce.commands(reproduce.Stage("analyze", []), args)[0]
+    assert "--out" not in cmd and "--readme" not in cmd
+    analyze_main(cmd[2:])
+    out = capsys.readouterr().out
+    report = results / "reports" / "smoke"
+    assert f"wrote the report {Path('results/reports/smoke/report.md')}" in out
+    assert (report / "generated" / "numbers.tex").read_text().count("\\nbdef{meta/profile}{smoke}") == 1
+    text = (report / "report.md").read_text()
+    assert "`smoke` results" in text and "](generated/figures/sensitivity.png)" in text
+    assert (tmp_path / "README.md").read_text() == README_BLOCK
+    assert [p.name for p in (tmp_path / "paper" / "generated").iterdir()] == ["numbers.tex"]
+    assert (tmp_path / "paper" / "generated" / "numbers.tex").read_text() == "committed"
+
+    from nesterov_bench.analyze.outputs import destinations, paper_profile
+
+    assert paper_profile() == "quick"  # conf/analysis.yaml; the paper is built from the committed quick runs
+    dest = destinations("results", "smoke")
+    assert not dest.is_paper and dest.readme is None and dest.out == Path("results/reports/smoke/generated")
+    paper = destinations("results")  # the paper's profile: paper/generated and the README, as before
+    assert paper.is_paper and paper.out == Path("paper/generated") and paper.readme == Path("README.md")
+
+
+def test_make_reproduce_defaults_to_quick_passes_args_and_builds_no_paper_pdf_for_another_profile():
+    def dry(*args: str) -> str:
+        proc = subprocess.run(["make", "-n", "reproduce", *args], cwd=REPO, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert "--profile quick" in dry()
+    smoke = dry("PROFILE=smoke")
+    assert "--profile smoke" in smoke and "latexmk" not in smoke and "paper-pdf" not in smoke
+    assert dry("PROFILE=paper", "ARGS=data.download=true").rstrip().endswith("data.download=true")
+    helps = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True).stdout
+    line = next(ln for ln in helps.splitlines() if "make reproduce" in ln)
+    assert "resum" in line and "from scratch" not in line
+
+
+def test_smoke_outputs_and_run_locks_are_git_ignored_and_no_lock_is_tracked():
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("results/runs/smoke/final/linreg/gd/lr=0.1/seed=100/run.json",
+                 "results/runs/smoke-noise_floor/batch=4/linreg/gd/lr=0.1/seed=100/run.json",
+                 "results/tuned/smoke.json", "results/reports/smoke/report.md",
+                 "results/reports/smoke/generated/numbers.tex",
+                 "results/runs/quick/final/linreg/gd/lr=0.1/seed=100/.lock"):
+        proc = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO)
+        assert proc.returncode == 0, f"{path} is not git-ignored"
+    # the paper's own runs stay tracked
+    proc = subprocess.run(["git", "check-ignore", "-q", "--no-index",
+                           "results/runs/quick/final/linreg/gd/lr=0.1/seed=100/run.json"], cwd=REPO)
+    assert proc.returncode == 1
+    tracked = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True).stdout
+    assert not [p for p in tracked.splitlines() if p.endswith("/.lock")]
+
+
+# --- item 1: the analysis reads only its own profile ----------------------------------------------
+
+def test_analysis_leaves_out_another_profiles_broken_runs(tmp_path):
+    root = make_store(tmp_path / "r", FAST_NESTEROV)  # quick: tune and final, all usable
+    n_quick = sum(1 for _ in (root / "runs").glob("quick/*/*/*/*/seed=*/run.json"))
+    broken = write_run(root, task="linreg", opt="gd", lr=0.5, seed=100, stage="final", tau=1,
+                       experiment="smoke")
+    (broken / "run.json").write_text('{"config": ')  # cut short
+    write_run(root, task="linreg", opt="gd", lr=0.5, seed=101, stage="final", tau=1, experiment="smoke",
+              status="failed")
+    (broken.parent / "seed=102").mkdir()  # a smoke run killed before it wrote run.json
+    write_run(root, task="linreg", opt="gd", lr=0.5, seed=0, stage="recipe", tau=1,
+              experiment="smoke-seed000_linreg")
+    study, built = build(root, tmp_path / "gen", None)  # no profile: the paper's
+    assert study.profile == "quick"  # paper_profile in conf/analysis.yaml
+    assert study.loaded.skipped == [] and built["numbers"]["meta/skipped"] == "0"
+    assert built["numbers"]["meta/runs"] == str(n_quick)
+    assert set(study.loaded.runs.experiment) == {"quick"}
+
+
+# --- item 9: overrides pass through; datasets are checked before the first run ---------------------
+
+def test_dry_run_passes_overrides_to_every_training_stage(capsys):
+    reproduce.main(["--profile", "paper", "--dry-run", "data.download=true"])
+    out, err = capsys.readouterr()
+    assert re.search(r"profile paper: \d+ runs in all", out)
+    training = [ln for ln in out.splitlines() if "nesterov_bench.train -m" in ln
+                or "nesterov_bench.members -m" in ln]
+    assert len(training) >= 6 and all(ln.split()[-2] == "data.download=true" for ln in training)
+    assert "cifar10_cnn" in out and "CIFAR10" not in err  # downloaded, so not reported missing
+    reproduce.main(["--profile", "paper", "--dry-run"])  # without it: the dry run warns
+    assert "data.download=true" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("profile, dataset", [("quick", "MNIST"), ("paper", "CIFAR10")])
+def test_missing_dataset_is_refused_before_any_run(tmp_path, capsys, profile, dataset):
+    results, nodata = tmp_path / "results", tmp_path / "nodata"
+    source = tmp_path / "nomirror" if profile == "quick" else REPO.parent / "shared" / "data"
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(["--profile", profile, "--results", str(results), f"data.root={nodata}",
+                        f"data.source={source}"])
+    assert e.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert dataset in line and str(nodata) in line and "data.download=true" in line
+    assert f"make reproduce PROFILE={profile} ARGS='data.download=true'" in line
+    assert not results.exists() and not nodata.exists()
+
+
+def test_datasets_present_pass_the_check():
+    stages = reproduce.plan("smoke", "results", None, "auto", DATA)  # CIFAR-10 on generated tensors
+    assert reproduce.missing_data("smoke", stages) is None
+
+
+# --- item 6: errors that name the choices ------------------------------------------------------------
+
+def test_unknown_launcher_lists_the_launchers(capsys):
+    with pytest.raises(SystemExit) as e:
+        reproduce.main(["--profile", "smoke", "--launcher", "nonexistent", "--dry-run"])
+    assert e.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "nonexistent" in line and all(n in line for n in ("basic", "local", "slurm", "submitit_local"))
+
+
+def test_select_with_an_unknown_profile_names_the_known_ones(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        protocol.main(["--profile", "nonexistent", "--results", str(tmp_path)])
+    assert e.value.code == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert all(p in line for p in ("smoke", "quick", "paper")) and "train -m" not in line
+    with pytest.raises(SystemExit):  # a known profile without tuning runs: the command that makes them
+        protocol.main(["--profile", "smoke", "--results", str(tmp_path)])
+    line = one_error_line(capsys.readouterr().err)
+    assert f"experiment=tune profile=smoke results_dir={tmp_path}" in line
+    assert not list(tmp_path.iterdir())
+
+
+# --- item 4: Ctrl-C -------------------------------------------------------------------------------------
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    """SIGINT to the process group, as a terminal's Ctrl-C sends it, a few seconds into training."""
+    proc = subprocess.Popen([sys.executable, "-m", "nesterov_bench.reproduce", "--profile", "smoke",
+                             "--results", str(tmp_path), *DATA], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert "runs in all" in proc.stdout.readline()  # planned: training starts now
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert re.fullmatch(r"interrupted: \d+ runs finished, rerun the same command to resume\n", err), err
+    for _ in range(50):  # the launcher and its workers went with it
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("processes of the interrupted reproduce were left running")
+
+
+# --- README ----------------------------------------------------------------------------------------------
+
+def test_readme_states_each_profiles_run_count():
+    """The profiles table's run counts are the plan's (what `reproduce --dry-run` prints)."""
+    readme = (REPO / "README.md").read_text()
+    for profile in ("smoke", "quick", "paper"):
+        total = sum(st.runs for st in reproduce.plan(profile, "results", None))
+        row = next(ln for ln in readme.splitlines() if ln.startswith(f"| `{profile}` |"))
+        assert f"| {total} |" in row, (profile, total, row)
