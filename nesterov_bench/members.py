@@ -212,7 +212,8 @@ def check(cfg: dict) -> None:
 def main() -> None:
     """Entry point: one population, or with -m one per setting of a sweep (its seeds and lr_index
     values become the members of each job)."""
-    train.command_line(run, regroup=group_sweep, check=check)
+    train.command_line(run, prog="nesterov-members", about=__doc__.split("\n\n")[0],
+                       regroup=group_sweep, check=check)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,9 @@ from typing import Any
 import pandas as pd
 
 from .optimizers import MOMENTUM_FAMILY
+from .wandb_sync import results_root, unsynced_offline_runs
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 FINISHED = ("completed", "diverged")  # a run in one of these states is never redone unless forced
@@ -34,7 +38,7 @@ LOCK = ".lock"
 
 # Settings that do not change a run's numbers: two configs differing only here are the same run.
 NOT_IDENTITY = ("results_dir", "force", "progress", "device", "threads", "wandb", "data.root",
-                "data.source", "data.download", "sweep", "lr_grid", "lr_index", "members")
+                "data.source", "data.download", "sweep", "lr_grid", "lr_index", "members", "path_keys")
 
 
 def hp_dirname(opt: Mapping[str, Any]) -> str:
@@ -53,10 +57,31 @@ def run_path(cfg: Mapping[str, Any]) -> Path:
     hp = hp_dirname(cfg["optimizer"])
     if cfg["train"].get("epoch_decay"):
         hp += f",epoch_decay={cfg['train']['epoch_decay']:g}"
+    for key in cfg.get("path_keys") or ():  # settings a sweep varies beyond those above
+        hp += f",{key}={_path_value(lookup(cfg, key))}"
     return (
         Path(cfg["results_dir"]) / "runs" / cfg["experiment_name"] / cfg["stage"]
         / cfg["task"]["name"] / cfg["optimizer"]["name"] / hp / f"seed={cfg['seed']}"
     )
+
+
+def lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
+    """``cfg["a"]["b"]`` for ``"a.b"``; KeyError when a part is missing."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
+
+
+def _path_value(value: Any) -> str:
+    """A setting's value as a directory-name part: numbers as ``%g``, lists joined by ``-``."""
+    if isinstance(value, list | tuple):
+        return "-".join(_path_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("/", "_").replace(",", "_")
 
 
 def identity(cfg: Mapping[str, Any]) -> dict:
@@ -120,6 +145,18 @@ def is_finished(run_dir: Path) -> bool:
     )
 
 
+def finished_since(results_dir: Path, since: float) -> int:
+    """How many runs under ``results_dir`` were finished (run.json written) at or after ``since``."""
+    count = 0
+    for run_json in (results_dir / "runs").glob("**/seed=*/run.json"):
+        try:
+            recent = run_json.stat().st_mtime >= since
+        except OSError:
+            continue
+        count += recent and is_finished(run_json.parent)
+    return count
+
+
 def _parquet_whole(path: Path) -> bool:
     """Whether a Parquet file is there and not cut short (it ends with the format's magic bytes)."""
     try:
@@ -174,7 +211,12 @@ def locked(run_dir: Path) -> Iterator[None]:
 
 
 def clear_unfinished(run_dir: Path) -> None:
-    """Remove what an earlier, unfinished (or replaced) attempt left, keeping the lock file."""
+    """Remove what an earlier, unfinished (or replaced) attempt left, keeping the lock file. A W&B
+    offline run there that was never synced is named first, in one warning line (it goes too)."""
+    for path in unsynced_offline_runs(run_dir):
+        log.warning("%s: deleting its W&B offline run %s, never synced (to keep W&B copies, sync them "
+                    "before force=true or a rerun: python -m nesterov_bench.wandb_sync --results %s)",
+                    run_dir, path.parent.name, results_root(run_dir))
     for child in run_dir.iterdir():
         if child.name == LOCK:
             continue

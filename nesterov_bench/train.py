@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from . import optimizers, protocol, store
+from .config import CONF_DIR
 from .env import environment
 from .errors import ConfigError
 from .loop import Outcome, TrainConfig, fit
@@ -36,10 +37,9 @@ from .tracking import MODES, Mirror
 
 protocol.register_resolvers()  # ${tuned_lr:...} in experiment=final
 log = logging.getLogger("nesterov_bench")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TOP_LEVEL = {"seed", "device", "threads", "deterministic", "results_dir", "experiment_name", "stage",
              "force", "progress", "task", "optimizer", "train", "data", "wandb", "lr_index",
-             "lr_grid", "sweep", "members"}
+             "lr_grid", "sweep", "members", "path_keys"}
 
 
 @dataclass
@@ -64,8 +64,14 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     for key in ("experiment_name", "stage"):
-        if not isinstance(cfg[key], str) or not cfg[key] or "/" in cfg[key]:
-            raise ConfigError(f"{key} must be a non-empty name without '/', got {cfg[key]!r}")
+        name = cfg[key]
+        if not isinstance(name, str) or not name or "/" in name or "\0" in name or name.startswith("."):
+            raise ConfigError(f"{key} must be a folder name (not empty, no '/', not starting with '.'), "
+                              f"got {name!r}")
+    if not isinstance(cfg["results_dir"], str) or not cfg["results_dir"].strip():
+        raise ConfigError(f"results_dir must name a folder, got {cfg['results_dir']!r}; "
+                          "e.g. results_dir=results")
+    check_path_keys(cfg)
     threads = cfg["threads"]
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
                                 or threads < 1):
@@ -82,6 +88,20 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
         device=resolve_device(cfg["device"]),
         seed=seed,
     )
+
+
+def check_path_keys(cfg: dict) -> None:
+    """``path_keys``: a list of dotted settings of this config that change a run's numbers."""
+    keys = cfg.get("path_keys") or []
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError(f"path_keys must be a list of settings, e.g. [train.batch_size], got {keys!r}")
+    for key in keys:
+        try:
+            store.lookup(cfg, key)
+        except KeyError:
+            raise ConfigError(f"path_keys names {key}, which is not a setting of this config") from None
+        if key.split(".")[0] in store.NOT_IDENTITY or key in store.NOT_IDENTITY:
+            raise ConfigError(f"path_keys names {key}, which does not change a run's numbers")
 
 
 def plain(cfg: DictConfig | Mapping[str, Any]) -> dict:
@@ -169,7 +189,8 @@ def skip(run_dir: Path, s: Settings) -> dict:
     if changed:
         raise ConfigError(
             f"{run_dir} holds a finished run with other settings ({', '.join(changed)}); "
-            "rerun with force=true to replace it, or set results_dir or experiment_name"
+            f"give this run its own directory with path_keys=[{','.join(changed)}], or set experiment_name "
+            "or results_dir (force=true replaces the finished run)"
         )
     log.info("skipped (already %s): %s", record["status"], run_dir)
     return record
@@ -266,32 +287,40 @@ def _record_failure(run_dir: Path, base: dict, e: BaseException, t0: float) -> N
 
 def main() -> None:
     """Entry point: one run, or with -m a Hydra sweep of runs."""
-    command_line(run)
+    command_line(run, prog="nesterov-train", about="\n\n".join(__doc__.split("\n\n")[:2]))
 
 
-def command_line(job: Callable[[DictConfig], Any], *, regroup: Callable[[list[str]], list[str]] | None = None,
+def command_line(job: Callable[[DictConfig], Any], *, prog: str, about: str,
+                 regroup: Callable[[list[str]], list[str]] | None = None,
                  check: Callable[[dict], Any] | None = None) -> None:
     """Check the command line's overrides (an error is one line, exit status 2), then hand over to
     Hydra, which calls ``job(cfg)`` once, or once per setting of a -m sweep. ``regroup`` rewrites a
-    sweep's overrides first; ``check`` validates each composed config beyond ``resolve``."""
-    from .cli import check_overrides
+    sweep's overrides first; ``check`` validates each composed config beyond ``resolve``. ``prog``
+    (the installed entry point) and ``about`` make the ``--help`` page. Ctrl-C ends with one line and
+    exit status 130: what finished is on disk, and the same command resumes."""
+    from .cli import check_overrides, help_text
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = sys.argv[1:]
+    if any(a in ("-h", "--help") for a in args):
+        print(help_text(prog, about))
+        return
+    _point_at_entry_point(prog)
     flags = [a for a in args if a.startswith("-")]
     multirun = bool(flags) and all(f in ("-m", "--multirun") for f in flags)
     try:
         if multirun and regroup is not None:
             args = [*flags, *regroup([a for a in args if not a.startswith("-")])]
-        check_overrides(args, check=check)
+        checked = check_overrides(args, check=check)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if multirun:  # Hydra's parser takes -m only before the overrides; accept it anywhere on the line.
         args = [*flags, *(a for a in args if not a.startswith("-"))]
-    sys.argv[1:] = args
+    sys.argv[1:] = [*args, *checked.extra]
 
     def entry(cfg: DictConfig) -> None:
+        if cfg.progress == "auto" and _parallel_launcher():
+            cfg.progress = False  # bars of jobs side by side would overwrite each other's lines
         try:
             job(cfg)
         except ConfigError as e:
@@ -300,10 +329,39 @@ def command_line(job: Callable[[DictConfig], Any], *, regroup: Callable[[list[st
         except store.SaveError as e:  # disk full, a write error: a fault, not a bad setting
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
+        except KeyboardInterrupt:
+            if _parallel_launcher():  # a worker: its launcher reports the interruption once
+                sys.exit(130)
+            raise
 
     import hydra
 
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(entry)()
+    started = time.time()
+    try:
+        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(entry)()
+    except KeyboardInterrupt:
+        done = sum(store.finished_since(Path(d), started) for d in checked.results_dirs)
+        print(f"interrupted: {done} run{'s' if done != 1 else ''} finished, "
+              "rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+def _point_at_entry_point(prog: str) -> None:
+    """Make Hydra's shell-completion line name the installed entry point (``nesterov-train``): for
+    ``python -m`` it would print ``python .../train.py``, which cannot be run as a script."""
+    exe = Path(sys.executable).parent / prog
+    if sys.argv[0].endswith(".py") and exe.exists():
+        sys.argv[0] = str(exe)
+
+
+def _parallel_launcher() -> bool:
+    """Whether this job runs under a launcher that runs jobs side by side (joblib, SLURM)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    target = HydraConfig.get().launcher.get("_target_", "")
+    return "BasicLauncher" not in target
 
 
 if __name__ == "__main__":
