@@ -229,7 +229,7 @@ def fit_members(
             member.eval()
             ok = True
             for name, split in eval_splits.items():
-                metrics = task.evaluate(member, split, tc.eval_batch_size)
+                metrics = task.evaluate(member, split, tc.eval_batch_size, data)
                 records[k](step, epoch, name, metrics, watch.total)
                 finals[k].update({f"{name}/{m}": v for m, v in metrics.items()})
                 ok = ok and math.isfinite(metrics["loss"])

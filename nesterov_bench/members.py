@@ -109,7 +109,7 @@ def run(cfg: DictConfig | dict) -> list[dict]:
             todo.append((k, s, run_dir))
     if not todo:
         return records
-    lead = todo[0][1]  # its task loads the data (and keeps what evaluation needs, e.g. x*)
+    lead = todo[0][1]  # the members share one task and one data set: load it once
     data = lead.task.load_data(lead.cfg["data"], lead.device)
     lead.train.check_against(len(data.train))
     with ExitStack() as locks:

@@ -97,13 +97,14 @@ def test_quadratic_hessian_has_the_declared_spectrum(spectrum):
 def test_quadratic_suboptimality_is_exact(rows, noise):
     task, data = quadratic(rows=rows, noise_std=noise)
     model = task.build_model().double()
-    metrics = task.evaluate(model, data.train, 1000)
-    assert metrics["suboptimality"] == pytest.approx(metrics["loss"] - task.f_star, rel=1e-9)
+    optimum = data.optimum
+    metrics = task.evaluate(model, data.train, 1000, data)
+    assert metrics["suboptimality"] == pytest.approx(metrics["loss"] - optimum.f_star, rel=1e-9)
     with torch.no_grad():
-        model.weight[0] = task.x_star
-    at_opt = task.evaluate(model, data.train, 1000)
-    assert at_opt["suboptimality"] < 1e-20 and at_opt["loss"] == pytest.approx(task.f_star, abs=1e-12)
-    assert (task.f_star > 0.1) == (noise > 0)  # noise and n > d leave a positive optimum value
+        model.weight[0] = optimum.x_star
+    at_opt = task.evaluate(model, data.train, 1000, data)
+    assert at_opt["suboptimality"] < 1e-20 and at_opt["loss"] == pytest.approx(optimum.f_star, abs=1e-12)
+    assert (optimum.f_star > 0.1) == (noise > 0)  # noise and n > d leave a positive optimum value
 
 
 def test_linreg_matches_the_article_setting():
@@ -111,9 +112,10 @@ def test_linreg_matches_the_article_setting():
                       "noise_std": 20.0, "data_seed": 42})
     data = task.load_data({}, CPU)
     assert data.train.x.shape == (1000, 1)
-    residual = data.test.y - task.w * data.test.x[:, 0]
+    w = data.truth["w"]
+    residual = data.test.y - w * data.test.x[:, 0]
     assert residual.std().item() == pytest.approx(20.0, rel=0.1)
-    assert 0 < task.w < 100
+    assert 0 < w < 100 and data.truth["b"] == 0.0
 
 
 @pytest.mark.parametrize("cfg,match", [
@@ -154,3 +156,24 @@ def test_cut_short_extraction_is_redone(tmp_path):
     _load_images.cache_clear()
     data = image_task().load_data({**DATA_CFG, "root": str(tmp_path)}, CPU)
     assert len(data.test) == 10000 and extracted.stat().st_size == 16 + 10000 * 28 * 28
+
+
+@pytest.mark.parametrize("name", ["linreg", "quadratic"])
+def test_a_task_keeps_no_state_between_loading_and_evaluating(name):
+    """One task object serves runs on different data: load_data leaves the task as it was, and
+    evaluation reads what it needs (the quadratic's x* and H) from the data it is given."""
+    cfg = {"linreg": {"name": "linreg", "n_train": 50, "n_val": 20, "n_test": 20, "noise_std": 1.0,
+                      "data_seed": 0},
+           "quadratic": {"name": "quadratic", "dim": 4, "rows": 8, "kappa": 10.0, "mu": 1.0,
+                         "spectrum": "linear", "noise_std": 0.0, "data_seed": 0, "dtype": "float64"}}[name]
+    task = make_task(cfg)
+    before = dict(vars(task))
+    one = task.load_data({}, CPU)
+    other = task.load_data({}, CPU)
+    assert vars(task) == before
+    if name == "quadratic":  # the same model, scored against another problem's optimum
+        shifted = make_task({**cfg, "data_seed": 1}).load_data({}, CPU)
+        model = task.build_model()
+        on_one = task.evaluate(model, one.train, 100, one)
+        assert task.evaluate(model, other.train, 100, other) == on_one
+        assert task.evaluate(model, one.train, 100, shifted)["suboptimality"] != on_one["suboptimality"]

@@ -7,7 +7,7 @@ name in ``TASKS``. It owns its data split and metrics; it knows nothing of optim
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -27,13 +27,27 @@ class Split:
         return self.x.shape[0]
 
 
+@dataclass(frozen=True)
+class Optimum:
+    """What a problem with a known solution gives its evaluation: the minimiser ``x_star``, the
+    Hessian and the optimal value (the quadratic: f(x) - f* = 1/2 (x - x*)^T H (x - x*))."""
+
+    x_star: Tensor
+    hessian: Tensor
+    f_star: float
+
+
 @dataclass
 class Data:
-    """The splits a run sees. ``val`` and ``test`` are absent for pure optimisation problems."""
+    """Everything a run's training and evaluation need, as ``load_data`` made it: the splits (``val``
+    and ``test`` are absent for pure optimisation problems), the true parameters a generator drew
+    (``truth``), and the optimum where it is known. A task keeps no state of its own."""
 
     train: Split
     val: Split | None = None
     test: Split | None = None
+    truth: dict[str, float] = field(default_factory=dict)
+    optimum: Optimum | None = None
 
     def evaluation_splits(self) -> dict[str, Split]:
         return {k: s for k, s in (("val", self.val), ("test", self.test)) if s is not None}
@@ -49,7 +63,10 @@ class Selection:
 
 
 class Task:
-    """Base class. Subclasses set ``name``, ``selection`` and implement the four methods."""
+    """Base class. Subclasses set ``name``, ``selection`` and implement the four methods.
+
+    A task holds only its validated config: whatever ``load_data`` computes travels in the ``Data``
+    it returns, so one task object serves any number of runs and models."""
 
     name: ClassVar[str]
     selection: ClassVar[Selection]
@@ -86,8 +103,8 @@ class Task:
         raise NotImplementedError
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: Split, batch_size: int) -> dict[str, float]:
-        """Metrics of ``model`` on a whole split (mean loss, and accuracy for classifiers)."""
+    def evaluate(self, model: nn.Module, split: Split, batch_size: int, data: Data) -> dict[str, float]:
+        """Metrics of ``model`` on a whole split of ``data`` (mean loss, and accuracy for classifiers)."""
         raise NotImplementedError
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from .base import Data, Selection, Split, Task, batched, register
+from .base import Data, Optimum, Selection, Split, Task, batched, register
 
 
 @register
@@ -28,15 +28,15 @@ class LinReg(Task):
 
     def load_data(self, data_cfg: Mapping[str, Any], device: torch.device) -> Data:
         g = torch.Generator().manual_seed(self.cfg["data_seed"])
-        self.w = 100.0 * torch.rand((), generator=g).item()
-        self.b = 0.0
+        w, b = 100.0 * torch.rand((), generator=g).item(), 0.0
 
         def draw(n: int) -> Split:
             x = torch.randn(n, 1, generator=g)
-            y = self.w * x[:, 0] + self.b + self.cfg["noise_std"] * torch.randn(n, generator=g)
+            y = w * x[:, 0] + b + self.cfg["noise_std"] * torch.randn(n, generator=g)
             return Split(x.to(device), y.to(device))
 
-        return Data(draw(self.cfg["n_train"]), draw(self.cfg["n_val"]), draw(self.cfg["n_test"]))
+        return Data(draw(self.cfg["n_train"]), draw(self.cfg["n_val"]), draw(self.cfg["n_test"]),
+                    truth={"w": w, "b": b})
 
     def build_model(self) -> nn.Module:
         return nn.Linear(1, 1)
@@ -45,7 +45,7 @@ class LinReg(Task):
         return nn.functional.mse_loss(output[:, 0], target)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: Split, batch_size: int) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, split: Split, batch_size: int, data: Data) -> dict[str, float]:
         sse = batched(
             lambda x, y: nn.functional.mse_loss(model(x)[:, 0], y, reduction="sum"), split, batch_size
         )
@@ -109,10 +109,10 @@ class Quadratic(Task):
         x_true = torch.randn(d, generator=g, dtype=torch.float64)
         y = m @ x_true + self.cfg["noise_std"] * torch.randn(n, generator=g, dtype=torch.float64)
         x_star = torch.linalg.lstsq(m, y).solution
-        self.hessian = (v @ torch.diag(lam) @ v.T).to(device, self.dtype)
-        self.x_star = x_star.to(device, self.dtype)
-        self.f_star = 0.5 * torch.mean((m @ x_star - y) ** 2).item()
-        return Data(Split(m.to(device, self.dtype), y.to(device, self.dtype)))
+        optimum = Optimum(x_star=x_star.to(device, self.dtype),
+                          hessian=(v @ torch.diag(lam) @ v.T).to(device, self.dtype),
+                          f_star=0.5 * torch.mean((m @ x_star - y) ** 2).item())
+        return Data(Split(m.to(device, self.dtype), y.to(device, self.dtype)), optimum=optimum)
 
     def build_model(self) -> nn.Module:
         model = nn.Linear(self.cfg["dim"], 1, bias=False, dtype=self.dtype)
@@ -124,11 +124,11 @@ class Quadratic(Task):
         return 0.5 * torch.mean((output[:, 0] - target) ** 2)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: Split, batch_size: int) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, split: Split, batch_size: int, data: Data) -> dict[str, float]:
         sse = batched(lambda x, y: torch.sum((model(x)[:, 0] - y) ** 2), split, batch_size)
-        e = model.weight[0] - self.x_star
+        e = model.weight[0] - data.optimum.x_star
         return {
             "loss": 0.5 * sse.item() / len(split),
-            "suboptimality": 0.5 * (e @ self.hessian @ e).item(),
+            "suboptimality": 0.5 * (e @ data.optimum.hessian @ e).item(),
             "dist_to_opt": e.norm().item(),
         }

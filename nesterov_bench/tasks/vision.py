@@ -65,7 +65,7 @@ class ImageTask(Task):
         return nn.functional.cross_entropy(output, target)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: Split, batch_size: int) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, split: Split, batch_size: int, data: Data) -> dict[str, float]:
         def sums(x: Tensor, y: Tensor) -> Tensor:
             out = model(x)
             ce = nn.functional.cross_entropy(out, y, reduction="sum")
