@@ -134,13 +134,22 @@ def test_launchers_run_a_sweep(tmp_path, launcher):
 
 
 def test_reproduce_smoke_profile_end_to_end(tmp_path):
-    gen = tmp_path / "generated"
+    """Run from a checkout-like folder (a README with a results block, a paper/generated): smoke is not
+    the paper's profile, so its analysis goes to <results>/reports/smoke/ and leaves both alone."""
+    work = tmp_path / "work"
+    (work / "paper" / "generated").mkdir(parents=True)
+    readme = "<!-- generated:results:start -->\ncommitted\n<!-- generated:results:end -->\n"
+    (work / "README.md").write_text(readme)
+    (work / "paper" / "generated" / "numbers.tex").write_text("committed")
+    gen = tmp_path / "reports" / "smoke" / "generated"
     proc = subprocess.run([sys.executable, "-m", "nesterov_bench.reproduce", "--profile", "smoke",
-                           "--results", str(tmp_path), "--launcher", "local", "--analysis-out", str(gen),
-                           "--no-readme"], cwd=REPO,
+                           "--results", str(tmp_path), "--launcher", "local", "--no-pdf", *DATA], cwd=work,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "runs in all" in proc.stdout
+    assert "runs in all" in proc.stdout and f"report in {gen.parent}/" in proc.stdout
+    assert (work / "README.md").read_text() == readme and (gen.parent / "report.md").exists()
+    assert [p.name for p in (work / "paper" / "generated").iterdir()] == ["numbers.tex"]
+    assert (work / "paper" / "generated" / "numbers.tex").read_text() == "committed"
     tuned = json.loads((tmp_path / "tuned" / "smoke.json").read_text())["choices"]
     tasks = {p.stem for p in (CONF / "task").glob("*.yaml")}
     assert set(tuned) == tasks and all(len(v) == 4 for v in tuned.values())
