@@ -4,17 +4,12 @@ W&B is imported only when used, never required to rebuild a table, and never all
 run: if it cannot start or log (not installed, no network in online mode, bad credentials), the
 problem is reported once and the run goes on with its local files.
 
-The mirror carries everything the run directory holds, so ``nesterov_bench.wandb_import`` can
-rebuild the directory from W&B alone (for sweeps whose nodes logged only there):
-
-* ``config``: run.json's config;
-* history: every metric record as ``<split>/<metric>`` at ``step``, with ``epoch`` and ``time_s``;
-* summary at the end: ``status``, the final metrics, ``run_record`` (run.json less its config)
-  and ``history_layout`` (the number of metric rows and the order of the keys within a step,
-  which W&B does not keep: a history row comes back with its keys in any order).
-
-W&B writes a NaN or infinity in the summary as null, so the record sends them as the strings
-"NaN", "Infinity", "-Infinity" (the history keeps them as they are).
+A W&B run holds, for browsing, the run's config, every metric record as ``<split>/<metric>`` at
+``step`` (with ``epoch`` and ``time_s``) and a summary (``status`` and the final metrics); and, as
+files of the run, the finished run's own ``run.json`` and ``metrics.parquet``, byte for byte
+(``run.save(..., policy="now")``: in offline mode they wait in the offline run's ``files/`` and
+travel with ``wandb sync``). ``python -m nesterov_bench.wandb_import`` downloads those two files
+back into a run store; nothing is rebuilt from the history.
 
 Which mode a run gets (``choose_mode``): ``wandb.mode=auto`` follows ``WANDB_MODE`` when it is set,
 else goes online when W&B credentials are at hand and offline otherwise; before going online (auto
@@ -30,11 +25,10 @@ file did not get its end written is reported when the run finishes.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import netrc
 import os
+import shutil
 import socket
 import sys
 import threading
@@ -48,7 +42,7 @@ from .wandb_sync import offline_log_problem, results_root
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "offline", "online", "disabled")
-MAX_LAYOUTS = 64  # distinct within-step key orders kept (a run of the suite has about three)
+RUN_FILES = ("run.json", "metrics.parquet")  # what a finished run hands W&B as files of the run
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 REACH_TIMEOUT_S = 2.0  # the one reachability check per process, before a run goes online
 # WANDB_MODE's values (W&B's own spellings included) as the mirror's modes
@@ -212,17 +206,6 @@ def one_line(e: BaseException | None) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0]
 
 
-def non_finite_as_strings(obj: Any) -> Any:
-    """NaN and infinities as "NaN", "Infinity", "-Infinity": W&B's summary would make them null."""
-    if isinstance(obj, dict):
-        return {k: non_finite_as_strings(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [non_finite_as_strings(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
-    return obj
-
-
 class Mirror:
     """One W&B run mirroring one suite run: config up front, every metric record, final summary."""
 
@@ -234,12 +217,6 @@ class Mirror:
         self.failed = False  # W&B failed and said so: no further line about this run
         self.offline_log: Path | None = None  # the offline run's .wandb file
         self.internal_log: Path | None = None  # wandb-core's log of that run
-        # What wandb_import needs to rebuild metrics.parquet from the history: rows logged, and
-        # the distinct orders of the keys logged within one step (W&B merges a step's log calls).
-        self.rows = 0
-        self.key_orders: list[list[str]] = []
-        self._step: int | None = None
-        self._step_keys: list[str] = []
         if self.mode == "disabled":
             return
         try:
@@ -284,27 +261,15 @@ class Mirror:
             self.run.log({**keys, "epoch": epoch, "time_s": time_s}, step=step)
         except Exception as e:  # noqa: BLE001
             self._give_up(e)
-            return
-        if step != self._step:
-            self._end_step()
-            self._step = step
-        self._step_keys.extend(keys)
-        self.rows += len(keys)
-
-    def _end_step(self) -> None:
-        if (self._step_keys and self._step_keys not in self.key_orders
-                and len(self.key_orders) < MAX_LAYOUTS):
-            self.key_orders.append(self._step_keys)
-        self._step_keys = []
 
     def finish(self, status: str, summary: Mapping[str, Any],
                record: Mapping[str, Any] | None = None) -> None:
-        """Write the summary and close the W&B run.
+        """Write the summary (status, final metrics) and close the W&B run.
 
-        ``record`` is the run's run.json record: with it, the summary also gets ``run_record``
-        (the record less ``config``, which W&B holds as the run's config) and ``history_layout``.
-        If the summary cannot be written the W&B run is closed as failed, so that no importer
-        takes a run without its record for a finished one.
+        ``record`` is the run's run.json record, given once the run is saved: the run's
+        ``run.json`` and ``metrics.parquet`` then go to W&B as files of the run (copies in the W&B
+        run's ``files/``, so that its copy stays whole whatever becomes of the run directory). A
+        W&B run whose summary or files could not be written is closed as failed.
         """
         if self.run is None:
             return
@@ -312,14 +277,10 @@ class Mirror:
         try:
             run.summary.update({"status": status, **summary})
             if record is not None:
-                self._end_step()
-                # Exactly what run.json holds (write_json's default=str), as plain JSON values.
-                plain = json.loads(json.dumps({k: v for k, v in record.items() if k != "config"},
-                                              default=str))
-                run.summary.update({
-                    "run_record": non_finite_as_strings(plain),
-                    "history_layout": {"rows": self.rows, "key_orders": self.key_orders},
-                })
+                files_dir = Path(run.dir)
+                for name in RUN_FILES:  # W&B's save would symlink the originals: copy them first
+                    shutil.copyfile(self.run_dir / name, files_dir / name)
+                    run.save(str(files_dir / name), base_path=str(files_dir), policy="now")
         except Exception as e:  # noqa: BLE001
             self._give_up(e)
             ok = False

@@ -1,276 +1,182 @@
-"""Pull runs of a W&B project back into the run store, so the analysis reads them like local runs.
+"""Pull the runs of a W&B project back into a run store, for sweeps whose nodes logged only to W&B.
 
-For sweeps whose nodes logged only to W&B: the mirror (``tracking.Mirror``) sends everything a
-run directory holds, and this module writes it back into the store's layout::
+    python -m nesterov_bench.wandb_import ENTITY/PROJECT --results results \\
+        [--group REGEX] [--job-type STAGE] [--tag TAG ...] [--force]
 
-    run directory                      W&B run
-    run.json "config"                  run.config (the resolved config given to wandb.init)
-    run.json, every other field        run.summary["run_record"] (written by Mirror.finish)
-    metrics.parquet: one row           one "<split>/<metric>" key of the history row at _step,
-      (step, split, metric, value)       read with run.scan_history() (the full history; never
-                                         run.history(), which W&B samples down to 500 rows)
-    metrics.parquet: epoch, time_s     the "epoch" and "time_s" keys of the same history row
-    row order within a step            run.summary["history_layout"]["key_orders"] (the order
-                                         logged; W&B does not promise to keep a row's key order)
+Each finished W&B run carries its run's own ``run.json`` and ``metrics.parquet`` as files of the
+run (``tracking.Mirror`` saves them when the run ends). This downloads the two files, exactly as
+the node wrote them, into ``<results>/runs/...`` at the path run.json's config gives
+(``store.run_path``), so the analysis reads them like any other run: both go to a temporary folder
+first, must make a finished run there (``store.is_finished``), and are then renamed into place
+under the run's lock, run.json last. A run already finished in the store is kept unless
+``--force``; one finished there with other settings is named, not replaced. A W&B run without the
+two files (logged by an older version) is skipped with the reason. One line per run, then a count.
 
-Keys starting with "_" (W&B's own: _step, _runtime, _timestamp) are not metrics. Non-finite
-values, which the mirror sends in the record (and W&B may return in the history) as the strings
-"NaN", "Infinity", "-Infinity", become floats again.
-
-What does not survive the trip exactly: W&B keeps one value per key and step, so every row of a
-step gets the step's last ``time_s``. At an evaluation step the train-loss row therefore carries
-the evaluation's time, a few microseconds of loop overhead later than the one on the node.
-
-The imported run.json is the record the run would have had if trained here: ``config.results_dir``
-is the target results directory and ``run_dir`` the run's new path; their original values, the W&B
-run path and its URL are kept under ``imported_from``. The run's identity (``store.identity``) is
-untouched, so a later local run of the same config finds it finished and skips it.
-
-Only runs that finished in W&B with a ``run_record`` whose status is one of ``store.FINISHED``
-are imported; a history with fewer metric rows than the mirror logged is refused, not imported.
-A run is written as ``train`` writes one: under the run's lock, metrics first, run.json last,
-each file atomically; nothing is written before the whole run has been converted, an existing
-finished run is kept unless ``force`` (which removes it before writing the imported one), and a
-write that fails removes what it wrote.
+Needs W&B credentials (``wandb login`` or WANDB_API_KEY) and network access. Exit status: 0 when
+every run was pulled or skipped, 1 when W&B cannot be read or a run could not be written, 2 for a
+bad argument.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
+import json
+import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from . import store
-from .errors import ConfigError
-
-RESERVED = ("epoch", "time_s")  # history keys that are not "<split>/<metric>"
-NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-RECORD_KEYS = ("status", "selection", "final", "steps")  # what the analysis reads from run.json
+from .tracking import RUN_FILES
 
 
-class NotConvertible(ValueError):
-    """This W&B run cannot be rebuilt as a run directory; the message says why (one line)."""
+def filters(group: str | None = None, job_type: str | None = None,
+            tags: list[str] | None = None) -> dict:
+    """The ``Api.runs`` filter: finished runs, whose group matches the regex ``group``, of job type
+    ``job_type`` (the stage), with any of ``tags``."""
+    f: dict[str, Any] = {"state": "finished"}
+    if group is not None:
+        re.compile(group)  # re.error for a bad one
+        f["group"] = {"$regex": group}
+    if job_type is not None:
+        f["jobType"] = job_type
+    if tags:
+        f["tags"] = {"$in": list(tags)}
+    return f
 
 
-# --- reading a W&B run ---------------------------------------------------------------------------
-
-def project_path(path: str) -> str:
-    """``ENTITY/PROJECT``, checked; ConfigError (one line) when it cannot name a W&B project."""
-    parts = path.strip().strip("/").split("/") if isinstance(path, str) else []
-    if len(parts) != 2 or not all(parts) or any(re.search(r"\s", p) for p in parts):
-        raise ConfigError(f"a W&B project is ENTITY/PROJECT (e.g. my-team/nesterov_bench), got {path!r}")
-    return "/".join(parts)
-
-
-def run_filters(group: str | None) -> dict | None:
-    """The ``Api.runs`` filter for runs whose group matches the regular expression ``group``."""
-    if group is None:
+def _remote(run: Any, name: str) -> Any:
+    """The W&B file ``name`` of ``run``, or None when the run has none (``wandb.restore``'s test:
+    no match, or W&B's placeholder with md5 "0")."""
+    try:
+        f = run.file(name)
+    except IndexError:
         return None
+    return None if f is None or getattr(f, "md5", None) == "0" else f
+
+
+def _download(f: Any, folder: Path) -> None:
+    handle = f.download(root=str(folder), replace=True)
+    if hasattr(handle, "close"):
+        handle.close()  # W&B hands back the file opened for reading
+
+
+def pull_run(run: Any, results_dir: Path, force: bool = False) -> tuple[str, Path | None]:
+    """Download one W&B run's files into the run store. Returns (outcome, run directory):
+    ``"pulled"`` or ``"skipped: <reason>"``; the directory is None when the run cannot be placed."""
+    if getattr(run, "state", "finished") != "finished":
+        return f"skipped: W&B state is {run.state!r}, not 'finished'", None
+    remote = {name: _remote(run, name) for name in RUN_FILES}
+    if missing := [name for name, f in remote.items() if f is None]:
+        return (f"skipped: no {' or '.join(missing)} among its W&B files (logged by a version "
+                "before runs sent them)"), None
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".wandb_pull-", dir=results_dir))
     try:
-        re.compile(group)
-    except re.error as e:
-        raise ConfigError(f"--group is not a regular expression ({e}): {group!r}") from e
-    return {"group": {"$regex": group}}
-
-
-def to_plain(obj: Any) -> Any:
-    """W&B's summary objects (dict-like, not Mappings) as plain dicts and lists."""
-    if isinstance(obj, Mapping) or (hasattr(obj, "items") and hasattr(obj, "keys")):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_plain(v) for v in obj]
-    return obj
-
-
-def _number(v: Any) -> float:
-    if isinstance(v, str) and v in NON_FINITE:
-        return NON_FINITE[v]
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise NotConvertible(f"non-numeric history value {v!r}")
-    return float(v)
-
-
-def _non_finite_floats(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _non_finite_floats(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_non_finite_floats(v) for v in obj]
-    return NON_FINITE.get(obj, obj) if isinstance(obj, str) else obj
-
-
-def _summary(run: Any, key: str) -> Any:
-    summary = run.summary
-    return to_plain(summary.get(key) if hasattr(summary, "get") else None)
-
-
-def run_record(run: Any) -> dict:
-    """The run.json record: config from ``run.config``, the rest from the summary's ``run_record``.
-
-    Raises NotConvertible when the run did not finish, has no record, or its config cannot place
-    it in the store. The record is as the node wrote it (no path rewritten yet).
-    """
-    state = getattr(run, "state", None)
-    if state != "finished":
-        raise NotConvertible(f"W&B state is {state!r}, not 'finished'")
-    rec = _summary(run, "run_record")
-    if not isinstance(rec, dict):
-        raise NotConvertible("no run_record in its summary (not logged by this suite's mirror, "
-                             "or by a version before it sent one)")
-    missing = [k for k in RECORD_KEYS if k not in rec]
-    if missing:
-        raise NotConvertible(f"run_record lacks {', '.join(missing)}")
-    if rec["status"] not in store.FINISHED:
-        raise NotConvertible(f"status {rec['status']!r}")
-    rec = _non_finite_floats(rec)  # the mirror sends NaN and infinities as strings
-    cfg = to_plain(run.config)
-    if not isinstance(cfg, dict):
-        raise NotConvertible("its config is not a mapping")
-    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}  # W&B's own (_wandb)
-    _check_placeable(cfg)
-    return {**rec, "config": cfg}
-
-
-def _check_placeable(cfg: dict) -> None:
-    """The config must give the run a path inside the store, as ``store.run_path`` builds it."""
-    try:
-        names = [cfg["experiment_name"], cfg["stage"], cfg["task"]["name"], cfg["optimizer"]["name"]]
-        store.run_path({**cfg, "results_dir": "."})
-        seed = cfg["seed"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise NotConvertible(f"config lacks what places the run in the store ({type(e).__name__}: "
-                             f"{e})") from e
-    for name in names:
-        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-            raise NotConvertible(f"config names a path component {name!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise NotConvertible(f"config seed {seed!r} is not a non-negative integer")
-
-
-def metric_rows(history: Iterable[Mapping[str, Any]],
-                key_orders: list[list[str]] | None = None) -> list[dict]:
-    """metrics.parquet's rows from W&B history rows (one per step, all keys logged at that step).
-
-    Rows come in step order; within a step, in the logged order of the step's keys when
-    ``key_orders`` has a list of exactly those keys, else in the history row's key order.
-    """
-    orders = {frozenset(o): o for o in key_orders or [] if isinstance(o, list)}
-    out: list[tuple[int, int, dict]] = []
-    for i, row in enumerate(history):
-        if "_step" not in row:
-            raise NotConvertible("a history row has no _step")
-        step = row["_step"]
-        present = [k for k, v in row.items() if v is not None and not k.startswith("_")
-                   and k not in RESERVED]
-        keys = [k for k in present if "/" in k]
-        if len(keys) != len(present):
-            raise NotConvertible(f"history key {next(k for k in present if '/' not in k)!r} is not "
-                                 "<split>/<metric>")
-        if not keys:
-            continue
-        if row.get("epoch") is None or row.get("time_s") is None:
-            raise NotConvertible(f"history row at step {step} lacks epoch or time_s")
-        epoch, time_s = _number(row["epoch"]), _number(row["time_s"])
-        keys = orders.get(frozenset(keys), keys)
-        for key in keys:
-            split, metric = key.split("/", 1)
-            out.append((int(step), i, dict(step=int(step), epoch=epoch, split=split, metric=metric,
-                                            value=_number(row[key]), time_s=time_s)))
-    out.sort(key=lambda t: (t[0], t[1]))  # step order (W&B's is already), stable within a step
-    return [r for _, _, r in out]
-
-
-def _layout(run: Any) -> dict:
-    layout = _summary(run, "history_layout")
-    return layout if isinstance(layout, dict) else {}
-
-
-def _rows(run: Any, layout: dict) -> list[dict]:
-    rows = metric_rows(run.scan_history(), layout.get("key_orders"))
-    if not rows:
-        raise NotConvertible("its history holds no metrics")
-    expected = layout.get("rows")
-    if isinstance(expected, int) and len(rows) != expected:
-        raise NotConvertible(f"its history has {len(rows)} metric rows, the mirror logged {expected} "
-                             "(not fully synced?)")
-    return rows
-
-
-def record_and_rows(run: Any) -> tuple[dict, list[dict]]:
-    """A W&B run as (run.json record, metrics.parquet rows), exactly as the node wrote them
-    (``time_s`` aside: see the module's docstring). Raises NotConvertible with the reason."""
-    rec = run_record(run)
-    return rec, _rows(run, _layout(run))
-
-
-# --- writing into the store ----------------------------------------------------------------------
-
-def _wandb_path(run: Any) -> str | None:
-    path = getattr(run, "path", None)
-    if isinstance(path, list | tuple):
-        return "/".join(map(str, path))
-    return str(path) if path is not None else None
-
-
-def import_run(run: Any, results_dir: str | Path, force: bool = False) -> tuple[str, Path | None]:
-    """Write one W&B run into ``results_dir``'s run store.
-
-    Returns (outcome, run directory): ``"imported"``, ``"skipped: already finished"`` (possibly
-    followed by what differs), or ``"skipped: <reason>"`` for a run that cannot be converted (its
-    path is None when the config cannot place it).
-    """
-    try:
-        rec = run_record(run)
-    except NotConvertible as e:
-        return f"skipped: {e}", None
-    node_results_dir = rec["config"].get("results_dir")
-    rec["config"] = {**rec["config"], "results_dir": str(results_dir)}
-    run_dir = store.run_path(rec["config"])
-    if not force and (skip := _finished_here(run_dir, rec)):
-        return skip, run_dir  # before reading the history: a rerun of a pull costs no download
-    try:
-        rows = _rows(run, _layout(run))
-    except NotConvertible as e:
-        return f"skipped: {e}", run_dir
-    imported = {
-        **rec, "run_dir": str(run_dir),
-        "imported_from": {
-            "wandb_run": _wandb_path(run), "url": getattr(run, "url", None),
-            "run_dir": rec.get("run_dir"), "results_dir": node_results_dir,
-            "imported_at": datetime.now(UTC).isoformat(),
-        },
-    }
-    created = not run_dir.exists()
-    try:
-        with store.locked(run_dir):
-            if not force and (skip := _finished_here(run_dir, rec)):  # finished meanwhile
-                return skip, run_dir
-            try:
+        _download(remote["run.json"], tmp)
+        record = store.read_run(tmp) or {}
+        try:
+            run_dir = store.run_path({**record["config"], "results_dir": str(results_dir)})
+            parts = run_dir.relative_to(results_dir).parts
+        except (KeyError, TypeError, ValueError) as e:
+            return f"skipped: its run.json does not place it in the store ({type(e).__name__}: {e})", None
+        if ".." in parts:
+            return f"skipped: its run.json places it outside the store ({'/'.join(parts)})", None
+        if not force and (skip := _finished_here(run_dir, record)):
+            return skip, run_dir  # before downloading the metrics: a rerun of a pull costs little
+        _download(remote["metrics.parquet"], tmp)
+        if not store.is_finished(tmp):
+            return "skipped: its run.json and metrics.parquet do not make a finished run", run_dir
+        try:
+            with store.locked(run_dir):
+                if not force and (skip := _finished_here(run_dir, record)):  # finished meanwhile
+                    return skip, run_dir
                 (run_dir / "run.json").unlink(missing_ok=True)  # from here on: unfinished
                 store.clear_unfinished(run_dir)
-                store.write_metrics(run_dir / "metrics.parquet", rows)
-                store.write_json(run_dir / "run.json", imported)  # last: marks the run finished
-            except BaseException:
-                store.clear_unfinished(run_dir)
-                if created:
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                raise
-    except store.RunBusy as e:
-        return f"skipped: busy ({e})", run_dir
-    return "imported", run_dir
+                for name in ("metrics.parquet", "run.json"):  # run.json last: marks it finished
+                    os.replace(tmp / name, run_dir / name)
+        except store.RunBusy as e:
+            return f"skipped: busy ({e})", run_dir
+        return "pulled", run_dir
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _finished_here(run_dir: Path, rec: dict) -> str | None:
+def _finished_here(run_dir: Path, record: dict) -> str | None:
     """The skip outcome when ``run_dir`` already holds a finished run, else None."""
     if not store.is_finished(run_dir):
         return None
-    existing = store.read_run(run_dir) or {}
-    changed = store.differences(store.identity(existing.get("config", {})),
-                                store.identity(rec["config"]))
+    existing = (store.read_run(run_dir) or {}).get("config", {})
+    changed = store.differences(store.identity(existing), store.identity(record["config"]))
     if changed:
         return (f"skipped: already finished, with other settings ({', '.join(changed)}); "
                 "--force replaces it")
     return "skipped: already finished"
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def main(argv: list[str] | None = None, api: Any = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nesterov_bench.wandb_import",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("project", help="the W&B project, ENTITY/PROJECT")
+    p.add_argument("--results", default="results", type=Path,
+                   help="results directory to write into (default: results)")
+    p.add_argument("--group", help="only runs whose W&B group (<experiment>__<task>__<optimizer>) "
+                                   "matches this regex")
+    p.add_argument("--job-type", help="only runs of this W&B job type (the stage: tune, final, ...)")
+    p.add_argument("--tag", action="append", help="only runs with this tag (repeat: any of them)")
+    p.add_argument("--force", action="store_true",
+                   help="replace runs already finished in the results directory")
+    args = p.parse_args(argv)
+    path = args.project.strip().strip("/")
+    if len(path.split("/")) != 2 or not all(path.split("/")) or re.search(r"\s", path):
+        print(f"error: a W&B project is ENTITY/PROJECT (e.g. my-team/nesterov_bench), got "
+              f"{args.project!r}", file=sys.stderr)
+        return 2
+    try:
+        f = filters(args.group, args.job_type, args.tag)
+    except re.error as e:
+        print(f"error: --group is not a regular expression ({e}): {args.group!r}", file=sys.stderr)
+        return 2
+    try:
+        if api is None:
+            import wandb
+
+            api = wandb.Api()
+        runs = iter(api.runs(path, filters=f))
+        run = next(runs, None)  # the first request: fails here when W&B cannot be reached
+    except Exception as e:  # noqa: BLE001 -- any failure to reach W&B is one line, not a traceback
+        print(f"error: cannot read W&B project {path}: {_first_line(e)}", file=sys.stderr)
+        return 1
+    counts: Counter[str] = Counter()
+    while run is not None:
+        name = f"{getattr(run, 'id', '?')} ({getattr(run, 'name', '?')})"
+        try:
+            outcome, run_dir = pull_run(run, args.results, force=args.force)
+        except Exception as e:  # noqa: BLE001 -- a network or disk error on one run: say so, go on
+            counts["failed"] += 1
+            print(f"{name}: error: {_first_line(e)}")
+        else:
+            counts[outcome.split(":")[0]] += 1
+            print(f"{name}: {outcome}" + (f" -> {run_dir}" if run_dir is not None else ""))
+        try:
+            run = next(runs, None)
+        except Exception as e:  # noqa: BLE001 -- the listing broke off (network)
+            print(f"error: listing the runs of {path} broke off: {_first_line(e)}", file=sys.stderr)
+            counts["failed"] += 1
+            break
+    print(f"{counts['pulled']} pulled, {counts['skipped']} skipped, {counts['failed']} failed "
+          f"(from {path} into {args.results}; filters {json.dumps(f)})")
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
