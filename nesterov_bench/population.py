@@ -21,8 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from . import optimizers
 from .errors import ConfigError
+from .optimizer_config import OptimizerConfig, hyperparameters
+from .optimizers import Optimizer, build
 from .tasks import Task
 
 #: Per device type, the tasks whose members ``members.vectorize=auto`` trains one at a time, because
@@ -82,21 +83,20 @@ class Population(nn.Module):
         return per_member.sum(), per_member.detach()
 
 
-def build_optimizer(population: Population, cfgs: Sequence[optimizers.OptimizerConfig],
-                    ) -> optimizers.Optimizer:
+def build_optimizer(population: Population, cfgs: Sequence[OptimizerConfig]) -> Optimizer:
     """The members' update rule over the stacked parameters: a hyperparameter that differs between
     members becomes a tensor of shape (K,) in the parameters' dtype; one they share stays a float,
     so the arithmetic is the single run's."""
     names = sorted({c.name for c in cfgs})
     if len(names) != 1:
         raise ConfigError(f"members must share one optimizer, got {', '.join(names)}")
-    opt = optimizers.build(population.parameters(), cfgs[0])
+    opt = build(population.parameters(), cfgs[0])
     dtype, device = population.flat[0].dtype, population.flat[0].device
     group = opt.param_groups[0]
     for key in group:
         if key == "params":
             continue
-        values = [optimizers.hyperparameters(c)[key] for c in cfgs]
+        values = [hyperparameters(c)[key] for c in cfgs]
         if any(v != values[0] for v in values):
             group[key] = torch.tensor(values, dtype=dtype, device=device)
     return opt

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from .optimizers import MOMENTUM_FAMILY
+from .optimizer_config import dirname
 from .wandb_sync import results_root, unsynced_offline_runs
 
 log = logging.getLogger(__name__)
@@ -41,20 +41,8 @@ NOT_IDENTITY = ("results_dir", "force", "progress", "device", "threads", "wandb"
                 "data.source", "data.download", "sweep", "lr_grid", "lr_index", "members", "path_keys")
 
 
-def hp_dirname(opt: Mapping[str, Any]) -> str:
-    """``lr=0.01,momentum=0.9``: the hyperparameters that tell runs of one optimizer apart."""
-    parts = [f"lr={opt['lr']:g}"]
-    if opt["name"] in MOMENTUM_FAMILY:
-        parts.append(f"momentum={opt['momentum']:g}")
-    if opt["name"] == "adam" and (list(opt["betas"]) != [0.9, 0.999] or opt["eps"] != 1e-8):
-        parts.append(f"betas={opt['betas'][0]:g}-{opt['betas'][1]:g},eps={opt['eps']:g}")
-    if opt.get("weight_decay"):
-        parts.append(f"wd={opt['weight_decay']:g}")
-    return ",".join(parts)
-
-
 def run_path(cfg: Mapping[str, Any]) -> Path:
-    hp = hp_dirname(cfg["optimizer"])
+    hp = dirname(cfg["optimizer"])  # lr=0.01,momentum=0.9: the optimizer's own settings
     if cfg["train"].get("epoch_decay"):
         hp += f",epoch_decay={cfg['train']['epoch_decay']:g}"
     for key in cfg.get("path_keys") or ():  # settings a sweep varies beyond those above

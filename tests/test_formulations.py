@@ -1,6 +1,7 @@
 """What Nesterov's method is, checked: its three common forms coincide (and where they do not), the
 first article's two rules are something else, and the second article's weight-decay step does what it
-does. The forms run on a float64 quadratic f(x) = 1/2 x^T A x - b^T x, stepping the rules of optimizers.py;
+does. The forms run on a float64 quadratic f(x) = 1/2 x^T A x - b^T x, stepping the rules of rules.py and
+formulations.py (as pure functions, tests/pure_rules.py);
 the decay step runs loop._article_decay_step with real torch.optim.SGD / AdamW / Adam.
 
 Change of variables (constant lr): PyTorch's p (``nesterov``) = Sutskever's look-ahead theta + mu v
@@ -14,9 +15,12 @@ import math
 import pytest
 import torch
 
-from nesterov_bench import optimizers as O
 from nesterov_bench import theory
+from nesterov_bench.formulations import FORMULATIONS
 from nesterov_bench.loop import _article_decay_step
+from nesterov_bench.optimizers import build
+
+from . import pure_rules as P
 
 MU = 0.9
 
@@ -62,19 +66,19 @@ def close(a, b, rtol=1e-10):
 CONSTANT = [0.01] * 100
 
 
-@pytest.mark.parametrize("form", [O.nesterov_sutskever, O.nesterov_1983])
+@pytest.mark.parametrize("form", [P.nesterov_sutskever, P.nesterov_1983])
 def test_nesterov_forms_coincide_under_a_constant_learning_rate(form):
     """PyTorch's p, Sutskever's look-ahead theta + mu v and 1983's y are one sequence."""
     A, b, x0 = problem()
-    assert close(iterate(O.nesterov, CONSTANT, A, b, x0), iterate(form, CONSTANT, A, b, x0))
+    assert close(iterate(P.nesterov, CONSTANT, A, b, x0), iterate(form, CONSTANT, A, b, x0))
 
 
 def test_change_of_variables_between_the_forms():
     """Sutskever's base point theta = p - mu v is 1983's x; his v is -lr times PyTorch's buffer."""
     A, b, x0 = problem()
-    ps, vs = iterate(O.nesterov_sutskever, CONSTANT, A, b, x0, keep="velocity")
-    _, xs = iterate(O.nesterov_1983, CONSTANT, A, b, x0, keep="x")
-    _, bufs = iterate(O.nesterov, CONSTANT, A, b, x0, keep="momentum_buffer")
+    ps, vs = iterate(P.nesterov_sutskever, CONSTANT, A, b, x0, keep="velocity")
+    _, xs = iterate(P.nesterov_1983, CONSTANT, A, b, x0, keep="x")
+    _, bufs = iterate(P.nesterov, CONSTANT, A, b, x0, keep="momentum_buffer")
     assert close(ps[1:] - MU * vs, xs)
     assert close(vs, -0.01 * bufs)
 
@@ -86,9 +90,9 @@ def test_forms_differ_under_a_learning_rate_schedule():
     sequence under any schedule."""
     A, b, x0 = problem()
     schedule = [0.01] * 50 + [0.001] * 50
-    torch_form = iterate(O.nesterov, schedule, A, b, x0)
-    sutskever = iterate(O.nesterov_sutskever, schedule, A, b, x0)
-    assert close(sutskever, iterate(O.nesterov_1983, schedule, A, b, x0))
+    torch_form = iterate(P.nesterov, schedule, A, b, x0)
+    sutskever = iterate(P.nesterov_sutskever, schedule, A, b, x0)
+    assert close(sutskever, iterate(P.nesterov_1983, schedule, A, b, x0))
     assert close(torch_form[:51], sutskever[:51])  # identical until the schedule changes
     gap = (torch_form[60] - sutskever[60]).norm() / (torch_form[60] - torch_form[50]).norm()
     assert gap > 0.1
@@ -99,14 +103,14 @@ def test_the_schedule_difference_is_exactly_a_rescaled_buffer():
     buffer multiplied by lr1/lr2 at the switch reproduces Sutskever's iterates step for step."""
     A, b, x0 = problem()
     lr1, lr2 = 0.01, 0.001
-    sutskever = iterate(O.nesterov_sutskever, [lr1] * 50 + [lr2] * 50, A, b, x0)
+    sutskever = iterate(P.nesterov_sutskever, [lr1] * 50 + [lr2] * 50, A, b, x0)
     p, state = x0.clone(), {}
     for _ in range(50):
-        p, state = O.nesterov(p, A @ p - b, state, lr=lr1, momentum=MU)
+        p, state = P.nesterov(p, A @ p - b, state, lr=lr1, momentum=MU)
     state = {"momentum_buffer": state["momentum_buffer"] * (lr1 / lr2)}
     ps = [p]
     for _ in range(50):
-        p, state = O.nesterov(p, A @ p - b, state, lr=lr2, momentum=MU)
+        p, state = P.nesterov(p, A @ p - b, state, lr=lr2, momentum=MU)
         ps.append(p)
     assert close(torch.stack(ps), sutskever[50:])
 
@@ -115,8 +119,8 @@ def test_a_wrong_look_ahead_is_caught():
     """The checks have teeth: the gradient at theta instead of theta + mu v (heavy ball) is not
     Nesterov, and neither is a look-ahead of the wrong sign."""
     A, b, x0 = problem()
-    ref = iterate(O.nesterov, CONSTANT, A, b, x0)
-    assert not close(iterate(O.momentum, CONSTANT, A, b, x0), ref, rtol=1e-3)
+    ref = iterate(P.nesterov, CONSTANT, A, b, x0)
+    assert not close(iterate(P.momentum, CONSTANT, A, b, x0), ref, rtol=1e-3)
 
     def wrong_sign(p, g, state, *, lr, momentum):
         v = state.get("velocity", torch.zeros_like(p))
@@ -142,17 +146,17 @@ def test_a_wrong_look_ahead_is_caught():
     # so the schedule test above separates exactly "where the lr is applied".
     schedule = [0.01] * 50 + [0.001] * 50
     raw = iterate(velocity_stores_raw_gradients, schedule, A, b, x0)
-    assert close(raw, iterate(O.nesterov, schedule, A, b, x0))
-    assert not close(raw, iterate(O.nesterov_sutskever, schedule, A, b, x0), rtol=1e-3)
+    assert close(raw, iterate(P.nesterov, schedule, A, b, x0))
+    assert not close(raw, iterate(P.nesterov_sutskever, schedule, A, b, x0), rtol=1e-3)
 
 
 def test_article_ema_rule_is_heavy_ball_with_a_scaled_learning_rate():
     """v <- b v + (1-b) g, p <- p - lr v is heavy ball at lr (1 - b): v = (1 - b) x the buffer."""
     A, b, x0 = problem()
-    ema = iterate(O.article_ema, CONSTANT, A, b, x0)
-    assert close(ema, iterate(O.momentum, [0.01 * (1 - MU)] * 100, A, b, x0))
-    assert not close(ema, iterate(O.nesterov, CONSTANT, A, b, x0), rtol=1e-3)
-    assert not close(ema, iterate(O.nesterov, [0.01 * (1 - MU)] * 100, A, b, x0), rtol=1e-3)
+    ema = iterate(P.article_ema, CONSTANT, A, b, x0)
+    assert close(ema, iterate(P.momentum, [0.01 * (1 - MU)] * 100, A, b, x0))
+    assert not close(ema, iterate(P.nesterov, CONSTANT, A, b, x0), rtol=1e-3)
+    assert not close(ema, iterate(P.nesterov, [0.01 * (1 - MU)] * 100, A, b, x0), rtol=1e-3)
 
 
 def test_article_stated_rule_climbs_and_blows_up():
@@ -161,14 +165,14 @@ def test_article_stated_rule_climbs_and_blows_up():
     Nesterov at the same setting converge."""
     A, b, x0 = problem()
     lrs = [0.01] * 60
-    ps, vs = iterate(O.article_stated, lrs, A, b, x0, keep="velocity")
+    ps, vs = iterate(P.article_stated, lrs, A, b, x0, keep="velocity")
     losses = torch.stack([f(A, b, p) for p in ps])
     assert losses[1] == losses[0]  # the first step uses the (zero) gradient before the start
     assert losses[2] > losses[0]  # the first real move goes uphill
     assert losses[-1] > 1e6 * abs(losses[0])
     growth = (vs[-1].norm() / vs[-11].norm()) ** 0.1
     assert growth == pytest.approx(1 + MU, rel=0.02)
-    for rule in (O.momentum, O.nesterov):
+    for rule in (P.momentum, P.nesterov):
         assert f(A, b, iterate(rule, lrs, A, b, x0)[-1]) < f(A, b, x0)
 
 
@@ -190,13 +194,13 @@ def test_article_stated_rule_is_heavy_ball_ascent_on_a_delayed_gradient():
     matters (the same ascent on the current gradient differs)."""
     A, b, x0 = problem()
     eta, steps = 0.01, 40
-    stated = iterate(O.article_stated, [eta] * steps, A, b, x0)
+    stated = iterate(P.article_stated, [eta] * steps, A, b, x0)
     assert (stated[-1] - x0).norm() > 1.0  # it moved (a lot)
-    assert close(stated, delayed(O.momentum, [-eta**2] * steps, A, b, x0, momentum=1 + MU))
-    assert not close(stated, delayed(O.momentum, [eta**2] * steps, A, b, x0, momentum=MU), rtol=1e-3)
-    assert not close(stated, iterate(O.momentum, [-eta**2] * steps, A, b, x0, momentum=1 + MU), rtol=1e-3)
+    assert close(stated, delayed(P.momentum, [-eta**2] * steps, A, b, x0, momentum=1 + MU))
+    assert not close(stated, delayed(P.momentum, [eta**2] * steps, A, b, x0, momentum=MU), rtol=1e-3)
+    assert not close(stated, iterate(P.momentum, [-eta**2] * steps, A, b, x0, momentum=1 + MU), rtol=1e-3)
     for lr in (eta, eta**2):
-        assert not close(stated, iterate(O.nesterov, [lr] * steps, A, b, x0), rtol=1e-3)
+        assert not close(stated, iterate(P.nesterov, [lr] * steps, A, b, x0), rtol=1e-3)
 
 
 def test_article_stated_rule_grows_at_the_spectral_radius_of_its_recursion():
@@ -205,7 +209,7 @@ def test_article_stated_rule_grows_at_the_spectral_radius_of_its_recursion():
     a little above 1 + beta (1.9055 for lam = 50), is the measured growth of that component per step."""
     A, b, x0 = problem()
     eta = 0.01
-    _, vs = iterate(O.article_stated, [eta] * 200, A, b, x0, keep="velocity")
+    _, vs = iterate(P.article_stated, [eta] * 200, A, b, x0, keep="velocity")
     lams, vecs = torch.linalg.eigh(A)
     for lam, vec in zip(lams, vecs.T, strict=True):
         m = torch.tensor([[1.0, eta**2 * lam, -eta * (1 + MU)], [1.0, 0.0, 0.0], [0.0, -eta * lam, 1 + MU]])
@@ -214,21 +218,11 @@ def test_article_stated_rule_grows_at_the_spectral_radius_of_its_recursion():
         assert float((vs[-1] @ vec) / (vs[-2] @ vec)) == pytest.approx(radius, rel=1e-6)
 
 
-def test_variants_are_selectable_by_name():
-    for name in ("nesterov_sutskever", "nesterov_1983", "article_ema", "article_stated"):
-        cfg = O.OptimizerConfig.from_mapping({"name": name, "lr": 0.01, "momentum": 0.9})
-        assert O.build([torch.nn.Parameter(torch.zeros(3))], cfg).rule_ is O.FORMULATIONS[name].inplace
-
-
-@pytest.mark.parametrize("name", list(O.FORMULATIONS))
-def test_formulations_are_pure_functions(name):
-    """Like the compared four: inputs and the passed state untouched, a new state returned."""
-    p, g = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([0.5, 0.5, -1.0])
-    new_p, state = O.FORMULATIONS[name](p, g, {}, lr=0.1, momentum=0.9)
-    frozen = {k: v.clone() for k, v in state.items()}
-    O.FORMULATIONS[name](new_p, g, state, lr=0.1, momentum=0.9)
-    assert torch.equal(p, torch.tensor([1.0, -2.0, 3.0])) and torch.equal(g, torch.tensor([0.5, 0.5, -1.0]))
-    assert all(torch.equal(state[k], frozen[k]) for k in state)
+@pytest.mark.parametrize("name", list(FORMULATIONS))
+def test_formulations_are_selectable_by_name(name):
+    """optimizer.name selects each form, and the optimizer it builds steps with that very rule."""
+    opt = build([torch.nn.Parameter(torch.zeros(3))], {"name": name, "lr": 0.01, "momentum": 0.9})
+    assert opt.rule is FORMULATIONS[name] and opt.rule.needs_momentum
 
 
 # --- the second article's weight-decay step ------------------------------------------------------

@@ -1,27 +1,27 @@
-"""Tests of nesterov_bench.optimizers: agreement with torch.optim, hand traces, validation."""
+"""Tests of the update rules (nesterov_bench.rules, .formulations), their settings
+(nesterov_bench.optimizer_config) and the torch.optim wrapper (nesterov_bench.optimizers): agreement
+with torch.optim, hand traces, validation, run directory names, the registry against conf/optimizer/."""
 
 from __future__ import annotations
 
 import copy
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from nesterov_bench.errors import ConfigError
-from nesterov_bench.optimizers import (
-    ALL_RULES,
-    RULES,
-    Optimizer,
-    OptimizerConfig,
-    adam,
-    build,
-    gd,
-    hyperparameters,
-    momentum,
-    nesterov,
-)
+from nesterov_bench.formulations import FORMULATIONS
+from nesterov_bench.optimizer_config import ALL_RULES, OptimizerConfig, dirname, hyperparameters
+from nesterov_bench.optimizers import Optimizer, build
+from nesterov_bench.rules import RULES
+
+from .conftest import REPO
+from .pure_rules import PURE, adam, gd, momentum, nesterov
 
 # ---------------------------------------------------------------------------------------------
 # The table every equivalence test runs over: our setting <-> the matching torch.optim optimizer.
@@ -50,7 +50,7 @@ TABLE = {
 WEIGHT_DECAY = 0.05
 CASES = [
     pytest.param(name, wd, id=f"{name}{'-wd' if wd else ''}")
-    for name in TABLE
+    for name in RULES
     for wd in (0.0, WEIGHT_DECAY)
 ]
 
@@ -63,6 +63,12 @@ def _ours_and_torch(name, wd, params_ours, params_torch):
 
 def test_table_covers_every_rule():
     assert set(TABLE) == set(RULES) == {"gd", "momentum", "nesterov", "adam"}
+
+
+def sample_setting(name: str, **extra) -> dict:
+    """A valid ``optimizer.*`` setting for any registered rule: lr 0.1, momentum 0.9 where it needs one,
+    the rule's own defaults otherwise."""
+    return {"name": name, "lr": 0.1, "momentum": 0.9 if ALL_RULES[name].needs_momentum else 0.0, **extra}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +125,7 @@ def _quadratic(d: int = 10):
 def test_quadratic_float64_pure_rule_matches_torch_optim(name, wd):
     a, b, x0 = _quadratic()
     cfg = OptimizerConfig.from_mapping({**TABLE[name][0], "weight_decay": wd})
-    rule, hp = RULES[name], hyperparameters(cfg)
+    rule, hp = PURE[name], hyperparameters(cfg)
 
     x_torch = x0.clone().requires_grad_(True)
     torch_opt = TABLE[name][1]([x_torch], wd)
@@ -158,7 +164,7 @@ def test_tensor_hyperparameters_equal_separate_calls(name):
     gen = torch.Generator().manual_seed(3)
     p0 = torch.randn(k, d, generator=gen, dtype=torch.float64)
     grads = [torch.randn(k, d, generator=gen, dtype=torch.float64) for _ in range(3)]
-    rule = RULES[name]
+    rule = PURE[name]
     hp_floats = STACK_HP[name]
     hp_tensors = {key: torch.tensor(vals, dtype=torch.float64).reshape(k, 1)
                   for key, vals in hp_floats.items()}
@@ -175,15 +181,16 @@ def test_tensor_hyperparameters_equal_separate_calls(name):
         torch.testing.assert_close(stacked[i], single, rtol=1e-14, atol=1e-15)
 
 
-@pytest.mark.parametrize("name", list(RULES))
-def test_rules_are_out_of_place(name):
+@pytest.mark.parametrize("name", list(ALL_RULES))
+def test_pure_forms_are_out_of_place(name):
+    """The tests' pure forms (tests/pure_rules.py) leave their inputs and the passed state alone."""
     p = torch.tensor([1.0, -2.0, 3.0])
     g = torch.tensor([0.5, 0.5, -1.0])
-    hp = hyperparameters(OptimizerConfig.from_mapping(TABLE[name][0]))
+    hp = hyperparameters(OptimizerConfig.from_mapping(sample_setting(name)))
     p_copy, g_copy = p.clone(), g.clone()
-    new_p, state = RULES[name](p, g, {}, **hp)
+    new_p, state = PURE[name](p, g, {}, **hp)
     state_copy = {k: v.clone() for k, v in state.items()}
-    new_p2, state2 = RULES[name](new_p, g, state, **hp)
+    new_p2, state2 = PURE[name](new_p, g, state, **hp)
     assert torch.equal(p, p_copy) and torch.equal(g, g_copy)
     assert state.keys() == state_copy.keys()
     assert all(torch.equal(state[k], state_copy[k]) for k in state)
@@ -193,19 +200,18 @@ def test_rules_are_out_of_place(name):
 
 @pytest.mark.parametrize("name", list(ALL_RULES))
 def test_inplace_step_updates_p_and_state_never_g(name):
-    """``name_`` (what Optimizer runs) updates p and the state's own tensors in place, leaves the
+    """``Rule.step`` (what Optimizer runs) updates p and the state's own tensors in place, leaves the
     gradient alone, and lands on the pure form's numbers exactly."""
     gen = torch.Generator().manual_seed(5)
     p = torch.randn(4, 3, generator=gen)
-    hp = {"gd": {"lr": 0.1}, "adam": {"lr": 0.1, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}}.get(
-        name, {"lr": 0.1, "momentum": 0.9})
+    hp = hyperparameters(OptimizerConfig.from_mapping(sample_setting(name, weight_decay=0.01)))
     p0, p_id, pure_p, pure_state, state = p.clone(), p.data_ptr(), p.clone(), {}, {}
     for _ in range(3):
         g = torch.randn(4, 3, generator=gen)
         g_copy = g.clone()
-        pure_p, pure_state = ALL_RULES[name](pure_p, g, pure_state, **hp, weight_decay=0.01)
+        pure_p, pure_state = PURE[name](pure_p, g, pure_state, **hp)
         buffers = dict(state)
-        ALL_RULES[name].inplace(p, g, state, **hp, weight_decay=0.01)
+        ALL_RULES[name].step(p, g, state, **hp)
         assert torch.equal(g, g_copy) and p.data_ptr() == p_id
         assert all(state[k] is v for k, v in buffers.items())  # same buffers, updated in place
         assert torch.equal(p, pure_p)
@@ -394,3 +400,89 @@ def test_invalid_settings_are_refused_in_one_line(setting, needle):
 def test_optimizer_validates_a_directly_built_config():
     with pytest.raises(ConfigError, match="optimizer.lr"):
         Optimizer([nn.Parameter(torch.zeros(1))], OptimizerConfig(name="gd", lr=-1.0))
+
+
+@pytest.mark.parametrize("name", list(ALL_RULES))
+def test_momentum_that_does_not_suit_the_rule_is_refused(name):
+    """A rule that needs momentum refuses 0; every other rule refuses a momentum it would ignore."""
+    wrong = 0.0 if ALL_RULES[name].needs_momentum else 0.9
+    with pytest.raises(ConfigError, match="momentum") as info:
+        OptimizerConfig.from_mapping(sample_setting(name, momentum=wrong))
+    assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registry: one Rule per optimizer.name, read by the configs, the store and the wrapper
+# ---------------------------------------------------------------------------------------------
+
+CONF_OPTIMIZER = REPO / "conf" / "optimizer"
+
+
+def test_every_optimizer_config_names_a_registered_rule():
+    assert sorted(p.stem for p in CONF_OPTIMIZER.glob("*.yaml")) == sorted(ALL_RULES)
+    assert list(ALL_RULES) == [*RULES, *FORMULATIONS]  # the compared four first, in the tables' order
+
+
+@pytest.mark.parametrize("name", list(ALL_RULES))
+def test_each_rule_has_a_config_that_sets_its_settings_and_defaults(name):
+    """conf/optimizer/<name>.yaml selects the rule, validates, sets exactly the rule's own settings (besides
+    lr and weight_decay), at the defaults the Rule states, and the wrapper it builds steps with the rule."""
+    rule = ALL_RULES[name]
+    setting = OmegaConf.to_container(OmegaConf.load(CONF_OPTIMIZER / f"{name}.yaml"))["optimizer"]
+    assert setting["name"] == rule.name == name
+    assert set(setting) - {"name", "lr", "weight_decay"} == set(rule.settings)
+    cfg = OptimizerConfig.from_mapping(setting)
+    assert all(getattr(cfg, key) == default for key, default in rule.defaults.items())
+    opt = build([nn.Parameter(torch.zeros(3))], setting)
+    assert opt.rule is rule
+    assert set(opt._hp_keys) >= {"lr", "weight_decay"}
+
+
+DIRNAMES = [
+    ({"name": "gd", "lr": 0.1}, "lr=0.1"),
+    ({"name": "nesterov", "lr": 0.01, "momentum": 0.9}, "lr=0.01,momentum=0.9"),
+    ({"name": "article_stated", "lr": 0.001, "momentum": 0.5, "weight_decay": 0.0}, "lr=0.001,momentum=0.5"),
+    ({"name": "momentum", "lr": 3e-05, "momentum": 0.99, "weight_decay": 0.01},
+     "lr=3e-05,momentum=0.99,wd=0.01"),
+    ({"name": "adam", "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}, "lr=0.001"),
+    ({"name": "adam", "lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-8}, "lr=0.001"),
+    ({"name": "adam", "lr": 0.001, "betas": [0.8, 0.99], "eps": 1e-8, "weight_decay": 1e-3},
+     "lr=0.001,betas=0.8-0.99,eps=1e-08,wd=0.001"),
+    ({"name": "adam", "lr": 1, "betas": [0.9, 0.999], "eps": 1e-6}, "lr=1,betas=0.9-0.999,eps=1e-06"),
+    ({"name": "not_a_rule", "lr": 0.1, "momentum": 0.9}, "lr=0.1"),
+]
+
+
+@pytest.mark.parametrize(("setting", "expected"), DIRNAMES, ids=[e for _, e in DIRNAMES])
+def test_dirname_is_the_stores_directory_name(setting, expected):
+    """The run store's directory names, which results/ and the committed tables depend on."""
+    assert dirname(setting) == expected
+
+
+@pytest.mark.parametrize("name", list(ALL_RULES))
+def test_dirname_names_the_settings_each_rule_reads(name):
+    rule = ALL_RULES[name]
+    setting = {**sample_setting(name), "betas": [0.9, 0.999], "eps": 1e-8}
+    expected = "lr=0.1,momentum=0.9" if rule.needs_momentum else "lr=0.1"
+    assert dirname(setting) == expected
+    assert dirname({**setting, "weight_decay": 0.5}) == expected + ",wd=0.5"
+
+
+def test_the_store_and_the_analysis_run_without_torch():
+    """The run store, the rules' settings and every module of the analysis import with torch absent.
+
+    The issue's check (``sys.modules['torch'] = None``), then every module of the analysis with an
+    import hook that refuses torch (scipy.stats itself stumbles over a None in sys.modules)."""
+    issue = "import sys; sys.modules['torch'] = None; import nesterov_bench.analyze, nesterov_bench.store"
+    whole = ("import sys, pkgutil, importlib\n"
+             "class NoTorch:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name.partition('.')[0] == 'torch': raise ImportError(f'{name} imported')\n"
+             "sys.meta_path.insert(0, NoTorch())\n"
+             "import nesterov_bench.analyze as a, nesterov_bench.store, nesterov_bench.optimizer_config\n"
+             "for m in pkgutil.iter_modules(a.__path__): importlib.import_module(f'{a.__name__}.{m.name}')\n"
+             "assert 'torch' not in sys.modules\n")
+    for code in (issue, whole):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
