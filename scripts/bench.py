@@ -72,6 +72,7 @@ from nesterov_bench.cli import compose_config
 from nesterov_bench.env import environment
 from nesterov_bench.loop import fit, fit_members
 from nesterov_bench.population import ONE_AT_A_TIME, Population, build_optimizer
+from nesterov_bench.rules import RULES
 from nesterov_bench.tasks import Data
 from nesterov_bench.train import Settings, resolve
 
@@ -248,7 +249,7 @@ def bench_loop(env: dict, steps: dict[str, int], repeats: int) -> list[dict]:
 def bench_optimizer(env: dict, steps: dict[str, int], repeats: int) -> list[dict]:
     rows = []
     for task, n in steps.items():
-        for rule in ("gd", "momentum", "nesterov", "adam"):
+        for rule in RULES:  # the compared four
             ms = {k: [1e3 * x / n for x in v]
                   for k, v in timed_rounds(optimizer_steppers(task, rule), n, repeats).items()}
             med = {k: statistics.median(v) for k, v in ms.items()}
