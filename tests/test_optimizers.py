@@ -433,9 +433,7 @@ def test_each_rule_has_a_config_that_sets_its_settings_and_defaults(name):
     assert set(setting) - {"name", "lr", "weight_decay"} == set(rule.settings)
     cfg = OptimizerConfig.from_mapping(setting)
     assert all(getattr(cfg, key) == default for key, default in rule.defaults.items())
-    opt = build([nn.Parameter(torch.zeros(3))], setting)
-    assert opt.rule is rule
-    assert set(opt._hp_keys) >= {"lr", "weight_decay"}
+    assert build([nn.Parameter(torch.zeros(3))], setting).rule is rule
 
 
 DIRNAMES = [
