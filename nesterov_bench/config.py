@@ -1,18 +1,41 @@
-"""Where the configs live, and the command-line entry points that must answer without loading torch.
+"""The configuration: how conf/ composes, what a valid run config is, and the config resolvers.
 
-``nesterov-train`` and ``nesterov-members`` (installed by ``pip install -e .``) start here: shell
-completion (``-sc query=bash``) is answered by Hydra from ``conf/`` alone, in well under a second, and
-everything else hands over to the module that trains.
+``compose(overrides)`` composes ``conf/config.yaml`` as the command line would (Hydra's multi-line
+errors become one-line ``ConfigError``s that say what to change); ``resolve(cfg)`` validates a
+composed config into ``Settings`` -- everything a run needs, nothing touched on disk. The resolvers
+(``${tuned_lr:}``, ``${index:}``, ``${classic:}``, ``${scaled_lr:}``) are registered by
+``register_resolvers``, which ``compose`` and the command line call: importing a module registers
+nothing.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import difflib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+import torch
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+
+from . import CONF_DIR, store, theory
+from .errors import ConfigError
+from .optimizer_config import OptimizerConfig
+from .tasks import Task, make_task
+from .tracking import MODES
+from .train_config import TrainConfig, positive_int
+
 #: The config groups a user picks on the command line (``budget/`` is chosen by the profile).
 USER_GROUPS = ("task", "optimizer", "profile", "experiment", "decay", "tuning")
+TOP_LEVEL = {"seed", "device", "threads", "deterministic", "results_dir", "experiment_name", "stage",
+             "force", "progress", "task", "optimizer", "train", "data", "wandb", "lr_index",
+             "lr_grid", "sweep", "members", "path_keys"}
 
 
 def group_options(group: str) -> list[str]:
@@ -20,29 +43,181 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def _completing(argv: list[str]) -> bool:
-    return any(a in ("-sc", "--shell-completion") or a.startswith("--shell-completion=") for a in argv)
+# --- composing ----------------------------------------------------------------------------------
+
+def compose(overrides: list[str], *, hydra: bool = False) -> DictConfig:
+    """``conf/config.yaml`` with command-line overrides (with Hydra's own node when ``hydra``)."""
+    register_resolvers()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose("config", overrides=overrides, return_hydra_config=hydra)
+    except MissingConfigException as e:
+        m = re.search(r"Could not find '([^/']+)/([^']*)'", str(e))
+        if m:
+            group, name = m.groups()
+            raise ConfigError(f"unknown {group} {name!r}; choose one of: {', '.join(group_options(group))}"
+                              ) from None
+        raise ConfigError(str(e).splitlines()[0]) from None
+    except OverrideParseException as e:
+        raise ConfigError(f"cannot parse {str(e).splitlines()[0].removeprefix('Error parsing ')}: "
+                          "write overrides as key=value") from None
+    except HydraException as e:
+        msg = str(e)
+        if m := re.match(r"Could not override '([^']+)'", msg):
+            raise ConfigError(_unknown_key(m.group(1), overrides)) from None
+        if m := re.match(r"Ambiguous value for argument '([^']+)'", msg):
+            raise ConfigError(f"{m.group(1)} lists several values: add -m to sweep over them, "
+                              "or quote the value") from None
+        raise ConfigError(msg.splitlines()[0]) from None
 
 
-def _complete() -> None:
-    import hydra
-
-    hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(lambda cfg: None)()
-
-
-def train_entry() -> None:
-    """``nesterov-train``: one run, or with -m a sweep (``python -m nesterov_bench.train``)."""
-    if _completing(sys.argv[1:]):
-        return _complete()
-    from .train import main
-
-    main()
+def _unknown_key(key: str, overrides: list[str]) -> str:
+    try:
+        keys = list(_dotted_keys(compose([o for o in overrides if not o.startswith(key + "=")])))
+    except ConfigError:
+        keys = []
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else " (see conf/config.yaml and conf/<group>/)"
+    return f"unknown setting {key}{hint}"
 
 
-def members_entry() -> None:
-    """``nesterov-members``: several runs of one task and optimizer as one vectorized program."""
-    if _completing(sys.argv[1:]):
-        return _complete()
-    from .members import main
+def _dotted_keys(cfg, prefix: str = "") -> Iterator[str]:
+    for k, v in cfg.items():
+        if isinstance(v, DictConfig):
+            yield from _dotted_keys(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
 
-    main()
+
+def sweeper_params(overrides: list[str]) -> dict[str, str]:
+    """The experiment's ``hydra.sweeper.params`` for these overrides, resolved: ``{key: "a,b,c"}``."""
+    params = compose(overrides, hydra=True).hydra.sweeper.params
+    params = {} if params is None else OmegaConf.to_container(params, resolve=True)
+    return {str(k): str(v) for k, v in params.items()}
+
+
+def swept_values(key: str, value: str) -> list[str]:
+    """The values ``key=value`` sweeps over, as Hydra's basic sweeper expands them (``range(0,3)``,
+    ``a,b``); one value for a plain override."""
+    parsed = OverridesParser.create().parse_override(f"{key}={value}")
+    return list(parsed.sweep_string_iterator()) if parsed.is_sweep_override() else [str(value)]
+
+
+# --- validating ---------------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    """A run's config, validated: everything a run needs, and nothing touched on disk yet."""
+
+    cfg: dict  # the resolved config as plain containers (what run.json records)
+    task: Task
+    opt: OptimizerConfig
+    train: TrainConfig
+    device: torch.device
+    seed: int
+
+
+def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
+    """Validate a composed config; raise ConfigError (one line) on the first bad setting."""
+    cfg = plain(cfg)
+    unknown = sorted(set(cfg) - TOP_LEVEL)
+    if unknown:
+        raise ConfigError(f"unknown setting {', '.join(unknown)}")
+    seed = cfg["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    for key in ("experiment_name", "stage"):
+        name = cfg[key]
+        if not isinstance(name, str) or not name or "/" in name or "\0" in name or name.startswith("."):
+            raise ConfigError(f"{key} must be a folder name (not empty, no '/', not starting with '.'), "
+                              f"got {name!r}")
+    if not isinstance(cfg["results_dir"], str) or not cfg["results_dir"].strip():
+        raise ConfigError(f"results_dir must name a folder, got {cfg['results_dir']!r}; "
+                          "e.g. results_dir=results")
+    _check_path_keys(cfg)
+    threads = cfg["threads"]
+    if threads is not None and not positive_int(threads):
+        raise ConfigError(f"threads must be a positive integer or null, got {threads!r}")
+    if cfg["progress"] not in ("auto", True, False):
+        raise ConfigError(f"progress must be auto, true or false, got {cfg['progress']!r}")
+    if cfg["wandb"]["mode"] not in MODES:
+        raise ConfigError(f"wandb.mode must be one of {', '.join(MODES)}, got {cfg['wandb']['mode']!r}")
+    return Settings(cfg=cfg, task=make_task(cfg["task"]), opt=OptimizerConfig.from_mapping(cfg["optimizer"]),
+                    train=TrainConfig.from_mapping(cfg["train"]), device=resolve_device(cfg["device"]),
+                    seed=seed)
+
+
+def _check_path_keys(cfg: dict) -> None:
+    """``path_keys``: a list of dotted settings of this config that change a run's numbers."""
+    keys = cfg.get("path_keys") or []
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ConfigError(f"path_keys must be a list of settings, e.g. [train.batch_size], got {keys!r}")
+    for key in keys:
+        try:
+            store.lookup(cfg, key)
+        except KeyError:
+            raise ConfigError(f"path_keys names {key}, which is not a setting of this config") from None
+        if key.split(".")[0] in store.NOT_IDENTITY or key in store.NOT_IDENTITY:
+            raise ConfigError(f"path_keys names {key}, which does not change a run's numbers")
+
+
+def plain(cfg: DictConfig | Mapping[str, Any]) -> dict:
+    """A composed config as plain containers, interpolations resolved (one-line error otherwise)."""
+    if isinstance(cfg, DictConfig):
+        register_resolvers()
+        try:
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        except Exception as e:  # noqa: BLE001 -- an interpolation that cannot resolve
+            raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from None
+    return dict(cfg)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device=cuda but torch sees no CUDA GPU here; use device=cpu or device=auto")
+        return torch.device("cuda")
+    raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+
+
+# --- resolvers ----------------------------------------------------------------------------------
+
+def tuned_lr(results_dir: str, name: str, task: str, optimizer: str) -> float:
+    """``${tuned_lr:results_dir,name,task,optimizer}``: the learning rate the selection chose."""
+    path = store.tuned_path(results_dir, name)
+    hint = f"run `python -m nesterov_bench.select --profile {name}` after the tune stage"
+    try:
+        choices = json.loads(path.read_text())["choices"]
+    except OSError:
+        raise ConfigError(f"no tuned learning rates: {path} is missing; {hint}") from None
+    except (ValueError, KeyError):
+        raise ConfigError(f"{path} is unreadable; {hint}") from None
+    try:
+        return float(choices[task][optimizer]["lr"])
+    except KeyError:
+        raise ConfigError(f"{path} has no learning rate for {task} x {optimizer}; {hint}") from None
+
+
+def _index(seq, i):
+    """``${index:list,i}``: the i-th element (the tune stage's lr_grid[lr_index])."""
+    if i is None or not 0 <= int(i) < len(seq):
+        raise ConfigError(f"lr_index must be an integer in [0, {len(seq) - 1}], got {i!r}")
+    return seq[int(i)]
+
+
+def _scaled_lr(effective_lr, momentum) -> float:
+    """``${scaled_lr:eff,momentum}``: the lr whose momentum step equals GD at ``eff``,
+    eff * (1 - momentum) (the buffer of a slowly varying gradient g sums to g / (1 - momentum))."""
+    return float(effective_lr) * (1.0 - float(momentum))
+
+
+def register_resolvers() -> None:
+    """Register the config's resolvers with OmegaConf (idempotent)."""
+    for name, fn in (("tuned_lr", tuned_lr), ("index", _index), ("classic", theory.classic),
+                     ("scaled_lr", _scaled_lr)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

@@ -117,6 +117,22 @@ def _stage_mnist_like(name: str, root: Path, source: Path | None, download: bool
         raise ConfigError(f"could not prepare {name} in {raw}: {str(e).splitlines()[0]}") from e
 
 
+def missing(name: str, root: str | Path, source: str | Path | None) -> str | None:
+    """Why dataset ``name`` is not at hand in ``root`` (nor in the offline mirror ``source``), or None
+    when it is: a check that reads and creates nothing, for a plan to make before its first run."""
+    root, source = Path(root).expanduser(), Path(source).expanduser() if source else None
+    if name in MIRRORED:
+        files = [f for f, _ in MIRRORED[name].resources]
+        raw, mirror = root / name / "raw", source / name / "raw" if source else None
+        lacking = [f for f in files if not ((raw / f).is_file() or (raw / f.removesuffix(".gz")).is_file()
+                                            or (mirror is not None and (mirror / f).is_file()))]
+        return _not_found(name, raw, source, lacking) if lacking else None
+    folder = root / "cifar-10-batches-py"
+    if name == "CIFAR10" and not folder.is_dir():
+        return f"CIFAR10 not found in {folder}; set data.download=true to fetch it, or data.root=DIR"
+    return None
+
+
 def load_images(name: str, root: str | Path, source: str | Path | None, download: bool):
     """Return ``(train_x, train_y, test_x, test_y)``: uint8 images (N, C, H, W) and int64 labels.
 

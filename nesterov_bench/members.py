@@ -14,28 +14,27 @@ Each member's run directory is exactly the one ``python -m nesterov_bench.train`
 learning rate (same path, same files, same config in run.json), plus ``"vectorized": {"members": K,
 "index": k}`` in run.json; its numbers equal that run's within float tolerance
 (tests/test_population.py). Members already finished are skipped, as ``train`` skips them, and the rest
-are trained together: a sweep and ``members`` fill one results tree. ``members.vectorize=auto``
-trains one at a time where ``make bench`` measured vectorizing slower on this kind of device
-(``population.ONE_AT_A_TIME``: on a CPU, mnist_mlp and the CNNs), and says so; ``true`` forces the
-vectorized program, ``false`` one run after another. Every member's config is checked before anything
-is written; errors are one line, as for ``train``.
+are trained together through ``train.run_all``, the one run path: a sweep and ``members`` fill one
+results tree. ``members.vectorize=auto`` trains one at a time where ``make bench`` measured vectorizing
+slower on this kind of device, or never measured it (``population.vectorizes``), and says so; ``true``
+forces the vectorized program, ``false`` one run after another. Every member's config is checked before
+anything is written; errors are one line, as for ``train``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from contextlib import ExitStack
-from pathlib import Path
 
-import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
-from . import store, train
+from .cli import command_line
+from .config import plain, resolve, resolve_device, sweeper_params, swept_values
 from .errors import ConfigError
-from .loop import fit_members
-from .population import ONE_AT_A_TIME, Population, build_optimizer
-from .tasks import Task
+from .population import vectorizes
+from .train import run_all
 
 log = logging.getLogger("nesterov_bench")
 #: A member's own ``members`` block: that of a single run (conf/config.yaml's defaults).
@@ -79,78 +78,16 @@ def member_configs(cfg: dict) -> list[dict]:
              "members": dict(SINGLE)} for seed in seeds for lr, index in rates]
 
 
-def vectorize(cfg: dict, task: str, device: torch.device) -> bool:
-    """``members.vectorize``: true, false, or auto (true unless measured slower: ``ONE_AT_A_TIME``)."""
-    mode = (cfg.get("members") or {}).get("vectorize", "auto")
-    if mode not in ("auto", True, False):
-        raise ConfigError(f"members.vectorize must be auto, true or false, got {mode!r}")
-    return mode is True or (mode == "auto" and task not in ONE_AT_A_TIME.get(device.type, ()))
-
-
 def run(cfg: DictConfig | dict) -> list[dict]:
     """Train (or skip, where finished) every member; return their records in member order."""
-    cfg = train.plain(cfg)
-    configs = member_configs(dict(cfg))
-    settings = [train.resolve(c) for c in configs]  # every member checked before anything is written
-    if not vectorize(dict(cfg), settings[0].task.name, settings[0].device):
-        log.info("%s on %s: training the %d members one at a time (members.vectorize=%s; vectorizing "
-                 "was measured slower here, see make bench)", settings[0].task.name,
-                 settings[0].device.type, len(configs), cfg["members"].get("vectorize", "auto"))
-        return [train.run(c) for c in configs]
-    train.configure_torch(settings[0])
-
-    records: list[dict | None] = [None] * len(settings)
-    todo = []
-    for k, s in enumerate(settings):
-        run_dir = store.run_path(s.cfg)
-        if store.is_finished(run_dir) and not s.cfg["force"]:
-            records[k] = train.skip(run_dir, s)
-        else:
-            todo.append((k, s, run_dir))
-    if not todo:
-        return records
-    lead = todo[0][1]  # the members share one task and one data set: load it once
-    data = lead.task.load_data(lead.cfg["data"], lead.device)
-    lead.train.check_against(len(data.train))
-    with ExitStack() as locks:
-        ready = []
-        for k, s, run_dir in todo:
-            records[k] = train.claim(s, run_dir, locks)
-            if records[k] is None:
-                ready.append((k, s, run_dir))
-        if ready:  # all busy or finished meanwhile: nothing left to train
-            for (k, _, _), result in zip(ready, _train_together(ready, lead.task, data), strict=True):
-                records[k] = result
-    return records
-
-
-def _train_together(members: list[tuple[int, train.Settings, Path]], task: Task, data) -> list[dict]:
-    """One population for ``members``: init, batches and learning rate each as its own run's."""
-    size = len(members)
-    recordings = [train.Recording(s, run_dir, vectorized={"members": size, "index": i})
-                  for i, (_, s, run_dir) in enumerate(members)]
-    first = members[0][1]
-    try:
-        models = []
-        for _, s, _ in members:
-            torch.manual_seed(train.derived_seed(s.seed, 0))
-            models.append(s.task.build_model().to(s.device))
-        population = Population(task, models)
-        optimizer = build_optimizer(population, [s.opt for _, s, _ in members])
-        outcomes = fit_members(
-            task, population, optimizer, data, first.train,
-            batch_generators=[torch.Generator().manual_seed(train.derived_seed(s.seed, 1))
-                              for _, s, _ in members],
-            records=[r.record for r in recordings], progress=train.show_progress(first.cfg),
-        )
-        results = [r.save(o) for r, o in zip(recordings, outcomes, strict=True)]
-    except BaseException as e:
-        for r in recordings:
-            r.fail(e)
-        raise
-    for r, result in zip(recordings, results, strict=True):
-        r.close(result)
-    return results
+    cfg = plain(cfg)
+    settings = [resolve(c) for c in member_configs(cfg)]  # every member checked before anything is written
+    first = settings[0]
+    vectorized = vectorizes(first.task.name, first.device, cfg["members"].get("vectorize", "auto"))
+    if not vectorized and len(settings) > 1:
+        log.info("%s on %s: training the %d members one at a time (members.vectorize=%s; see make bench)",
+                 first.task.name, first.device.type, len(settings), cfg["members"].get("vectorize", "auto"))
+    return run_all(settings, vectorized=vectorized)
 
 
 #: Swept keys that ``members -m`` turns into member lists: seeds, and learning rates (or positions in
@@ -165,11 +102,6 @@ def group_sweep(overrides: list[str]) -> list[str]:
     What remains swept (tasks, optimizers, ...) is Hydra's: one job per setting, and each job trains
     that setting's seeds x grid points as its members.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    from .cli import sweeper_params, swept_values
-
     parser = OverridesParser.create()
     kept, plain, lists = [], [], {}
     for o in overrides:
@@ -204,16 +136,17 @@ def group_sweep(overrides: list[str]) -> list[str]:
 
 
 def check(cfg: dict) -> None:
-    """Every member of a job's config resolves (for ``check_overrides``)."""
+    """Every member of a job's config resolves, and members.vectorize is valid (for the command line)."""
     for c in member_configs(cfg):
-        train.resolve(c)
+        resolve(c)
+    vectorizes(cfg["task"]["name"], resolve_device(cfg["device"]), cfg["members"].get("vectorize", "auto"))
 
 
 def main() -> None:
     """Entry point: one population, or with -m one per setting of a sweep (its seeds and lr_index
     values become the members of each job)."""
-    train.command_line(run, prog="nesterov-members", about=__doc__.split("\n\n")[0],
-                       regroup=group_sweep, check=check)
+    command_line(run, prog="nesterov-members", about="\n\n".join(__doc__.split("\n\n")[:2]),
+                 regroup=group_sweep, check=check)
 
 
 if __name__ == "__main__":

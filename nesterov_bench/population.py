@@ -9,13 +9,15 @@ batch order and its own learning rate, through the one training loop (``loop.fit
 
 The numbers equal the one-at-a-time runs' within float tolerance, not bit for bit: a batched
 matrix product may round differently from K separate ones (tests/test_population.py). Vectorizing
-pays where a step is dominated by per-step overhead (``linreg``, ``quadratic``); where ``make bench``
-measured it slower than K separate runs (``ONE_AT_A_TIME``), ``members`` trains one at a time.
+pays where a step is dominated by per-step overhead (``linreg``, ``quadratic``); ``vectorizes`` says
+where, from ``make bench``'s measurements on this kind of device.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -26,14 +28,31 @@ from .optimizer_config import OptimizerConfig, hyperparameters
 from .optimizers import Optimizer, build
 from .tasks import Task
 
-#: Per device type, the tasks whose members ``members.vectorize=auto`` trains one at a time, because
-#: ``make bench``'s "population" rows measured the vectorized program slower than K separate runs
-#: there: on a CPU, mnist_mlp (about 1.15x slower: compute-bound already) and the CNNs (about 1.3x:
-#: their convolutions become grouped convolutions). linreg, quadratic and mnist_logreg are vectorized
-#: (10 mnist_logreg members take 0.7x to 0.8x the time of 10 separate runs). Not measured on a GPU: only
-#: the CNNs are kept out there, by the same grouped-convolution argument.
-ONE_AT_A_TIME = {"cpu": ("mnist_mlp", "mnist_cnn", "fmnist_cnn", "cifar10_cnn"),
-                 "cuda": ("mnist_cnn", "fmnist_cnn", "cifar10_cnn")}
+#: make bench's measurements (scripts/bench.py, section "population"): K members of a task as one
+#: program against K runs of it one at a time, per kind of device. ``vectorizes`` decides from them.
+MEASURED = Path(__file__).resolve().parents[1] / "results" / "bench" / "population.json"
+
+
+def vectorizes(task: str, device: torch.device, mode: str | bool = "auto", measured: Path = MEASURED) -> bool:
+    """``members.vectorize``: True or False as given; ``auto``: vectorized where ``make bench`` measured
+    K members as one program faster than K runs one at a time on this kind of device, one at a time
+    where it measured them slower or never measured them (the one-at-a-time runs are the reference)."""
+    if mode not in ("auto", True, False):
+        raise ConfigError(f"members.vectorize must be auto, true or false, got {mode!r}")
+    if mode != "auto":
+        return mode
+    try:
+        rows = json.loads(measured.read_text())
+    except (OSError, ValueError):
+        return False
+    ratios = [r["measured"] / (_members(r) * r["baseline"]) for r in rows
+              if r.get("task") == task and r.get("device_type", "cpu") == device.type]
+    return bool(ratios) and ratios[-1] < 1.0
+
+
+def _members(row: dict) -> int:
+    """K of a population row ("16 members vectorized vs 1 member", as bench writes it)."""
+    return int(row.get("members") or row["measurement"].split()[0])
 
 
 class Population(nn.Module):

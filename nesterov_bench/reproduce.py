@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,16 +30,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from . import store
-from .analyze.outputs import Destinations, destinations
-from .cli import compose_config, sweeper_params, swept_values
+from . import CONF_DIR, store
+from .analyze.outputs import destinations, typeset
+from .config import compose, resolve_device, sweeper_params, swept_values
+from .data import missing
 from .errors import ConfigError
+from .population import vectorizes
+from .tasks import TASKS
 
-PAPER_TEX = Path(__file__).resolve().parents[1] / "paper" / "main.tex"  # what a report's PDF typesets
 DEFAULT_PROFILE = "quick"  # runs on a 2-core CPU in under an hour; paper needs a GPU and CIFAR-10
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
@@ -65,12 +68,9 @@ def by_vectorizing(cfg: DictConfig, params: dict[str, str]) -> list[tuple[str, l
     population) where ``members.vectorize`` vectorizes the task on this device, ``train`` (one job per
     run) for the rest -- a job of K runs one after another would only make the launcher's units of
     work coarser (a slow tail locally, K runs in series on a cluster)."""
-    from . import members
-    from .train import resolve_device
-
     tasks = swept_values("task", params["task"]) if "task" in params else [cfg.task.name]
     device = resolve_device(cfg.device)
-    together = [t for t in tasks if members.vectorize(cfg, t, device)]
+    together = [t for t in tasks if vectorizes(t, device, cfg.members.vectorize)]
     alone = [t for t in tasks if t not in together]
     return [(module, ts) for module, ts in (("members", together), ("train", alone)) if ts]
 
@@ -95,11 +95,6 @@ def finished(st: Stage) -> int:
 
 def launchers() -> list[str]:
     """The Hydra launchers this installation knows (conf/hydra/launcher/ and the installed plugins)."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from .train import CONF_DIR
-
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return sorted(GlobalHydra.instance().config_loader().get_group_options("hydra/launcher"))
 
@@ -126,7 +121,7 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
             base = [o for o in st.overrides if not o.startswith("hydra/")]
             if st.name == "final":  # its lr comes from the tuned file, which does not exist yet
                 base = [*base, "optimizer.lr=1.0"]
-            cfg, params = compose_config(base), sweeper_params(base)
+            cfg, params = compose(base), sweeper_params(base)
             st.runs, st.stage_dir = sweep_size(base, cfg, params)
             st.modules = by_vectorizing(cfg, params)
             st.base = base
@@ -137,48 +132,20 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
 
 
 def missing_data(profile: str, stages: list[Stage]) -> str | None:
-    """The first dataset a profile's runs need and cannot find, as one line naming the dataset, where
-    it was looked for and the fixes; None when every one is there (or will be downloaded). Checked
-    before the first run, creating nothing (the runs themselves stage the files)."""
-    from torchvision.datasets import MNIST, FashionMNIST
-
-    from .tasks import TASKS
-
-    mirrored = {"MNIST": MNIST, "FashionMNIST": FashionMNIST}
-    seen: set[tuple] = set()
-    needs: dict[tuple, list[str]] = {}  # (dataset, root, source) -> tasks
+    """The first dataset the profile's runs need and cannot find (``data.missing``), as one line with
+    the fixes; None when every one is there or will be downloaded. Reads and creates nothing."""
+    checked = set()
     for st in stages:
-        for _, tasks in st.modules:
-            for task in tasks:
-                if task in seen:
-                    continue
-                seen.add(task)
-                dataset = getattr(TASKS.get(task), "dataset", None)
-                if dataset is None:
-                    continue  # generated in memory (linreg, quadratic)
-                data = compose_config([*st.base, f"task={task}"]).data
-                if data.download or data.generated:
-                    continue
-                needs.setdefault((dataset, str(data.root), str(data.source or "")), []).append(task)
-    fix_download = f"make reproduce PROFILE={profile} ARGS='data.download=true'"
-    for (dataset, root, source), tasks in needs.items():
-        what = f"profile {profile} needs {dataset} (task{'s' if len(tasks) > 1 else ''} {', '.join(tasks)})"
-        if dataset in mirrored:
-            files = [f for f, _ in mirrored[dataset].resources]
-            raw, mirror = Path(root) / dataset / "raw", Path(source) / dataset / "raw" if source else None
-            if all((raw / f).is_file() or (raw / f.removesuffix(".gz")).is_file()
-                   or (mirror is not None and (mirror / f).is_file()) for f in files):
+        for task in (t for _, tasks in st.modules for t in tasks):
+            dataset = getattr(TASKS.get(task), "dataset", None)  # None: generated in memory
+            data = compose([*st.base, f"task={task}"]).data if dataset else None
+            key = (dataset, data and str(data.root), data and str(data.source))
+            if dataset is None or data.download or data.generated or key in checked:
                 continue
-            looked = f"{raw}" + (f" nor in the offline mirror {mirror}" if mirror else " (no offline mirror)")
-            return (f"{what}, not found in {looked}; copy the original archives there or set "
-                    f"data.source=DIR, or set data.download=true on a machine with internet "
-                    f"({fix_download})")
-        if dataset == "CIFAR10":
-            folder = Path(root) / "cifar-10-batches-py"
-            if folder.is_dir():
-                continue
-            return (f"{what}, not found in {folder}; set data.download=true on a machine with internet "
-                    f"({fix_download}), or set data.root to a folder that holds it")
+            checked.add(key)
+            if why := missing(dataset, data.root, data.source):
+                return (f"profile {profile} needs {dataset} (task {task}): {why} "
+                        f"(make reproduce PROFILE={profile} ARGS='data.download=true')")
     return None
 
 
@@ -215,25 +182,6 @@ def run_logged(cmd: list[str], log) -> int:
                 child.wait()
                 break
         raise
-
-
-def build_pdf(dest: Destinations, log_path: Path) -> str:
-    """Typeset the analysis (``paper/main.pdf``, or a report's ``main.pdf`` from a copy of the paper's
-    text) when LaTeX is installed; one line saying what happened."""
-    if not dest.is_paper and dest.out.name == "generated" and PAPER_TEX.exists():
-        shutil.copyfile(PAPER_TEX, dest.tex)
-    if not dest.tex.exists():
-        return f"no PDF: no {dest.tex} beside {dest.out}"
-    latexmk = shutil.which("latexmk")
-    if latexmk is None:
-        then = "make paper-pdf" if dest.is_paper else f"latexmk -pdf -cd {dest.tex}"
-        return f"no PDF: LaTeX is not installed (make latex-deps installs it; then {then})"
-    with open(log_path, "w") as log:
-        code = subprocess.run([latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-quiet",
-                               "-cd", str(dest.tex)], stdout=log, stderr=subprocess.STDOUT).returncode
-    if code != 0:
-        raise RuntimeError(f"the PDF did not build (latexmk exit {code}); see {log_path}")
-    return f"PDF: {dest.tex.with_suffix('.pdf')}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -292,12 +240,33 @@ def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
     dest = destinations(args.results, args.profile, args.analysis_out, no_readme=args.no_readme)
     logs = Path(args.results) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    _run_stages(args, stages, logs)
+    try:
+        pdf = "no PDF (--no-pdf)" if args.no_pdf else typeset(dest, logs / f"{args.profile}-pdf.log")
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    tuned = store.tuned_path(args.results, args.profile)
+    if dest.is_paper:
+        where = f"tables, figures and numbers in {dest.out}" + (
+            f", the results block of {dest.readme}" if dest.readme else "")
+    else:
+        where = f"report in {dest.out.parent}/ ({'report.md, ' if dest.report else ''}{dest.out.name}/)"
+    print(f"profile {args.profile}: done in {time.perf_counter() - t0:.0f} s; {total} runs; tuned "
+          f"learning rates in {tuned}; {where}; {pdf}")
+
+
+def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> None:
+    """Each stage's commands in order, logged to ``logs``; one progress bar counts finished runs (on a
+    terminal; in CI logs one line per stage). A failed stage ends reproduce with its log's last lines."""
     train_stages = [st for st in stages if st.overrides]
     done0 = sum(finished(st) for st in train_stages)
     if done0:
         print(f"{done0} runs already finished: resuming", flush=True)
-    interactive = sys.stderr.isatty()  # in CI logs: one line per stage instead of a live bar
-    bar = tqdm(total=total, initial=done0, unit="run", dynamic_ncols=True, disable=not interactive)
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=sum(st.runs for st in stages), initial=done0, unit="run", dynamic_ncols=True,
+               disable=not interactive)
     stop = threading.Event()
 
     def watch() -> None:  # counts finished run directories, whichever launcher made them
@@ -306,52 +275,33 @@ def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
             bar.refresh()
 
     threading.Thread(target=watch, daemon=True).start()
-    t0 = time.perf_counter()
     try:
         for st in stages:
             bar.set_description(st.name)
-            log_path = logs / f"{args.profile}-{st.name}.log"
-            t_stage = time.perf_counter()
+            log_path, t_stage, code = logs / f"{args.profile}-{st.name}.log", time.perf_counter(), 0
             with open(log_path, "w") as log:
                 for cmd in commands(st, args):
                     log.write(f"--- {' '.join(cmd[1:])}\n")
                     log.flush()
-                    code = run_logged(cmd, log)
-                    if code != 0:
+                    if (code := run_logged(cmd, log)) != 0:
                         break
             if not interactive:
                 done = f"{finished(st)}/{st.runs} runs finished, " if st.overrides else ""
                 print(f"stage {st.name}: {done}{time.perf_counter() - t_stage:.0f} s", flush=True)
+            lines = log_path.read_text().splitlines()
             if code != 0:
-                stop.set()
                 bar.close()
-                tail = log_path.read_text().splitlines()[-15:]
                 print(f"stage {st.name} failed (exit {code}); last lines of {log_path}:", file=sys.stderr)
-                print("\n".join(tail), file=sys.stderr)
+                print("\n".join(lines[-15:]), file=sys.stderr)
                 sys.exit(code)
-            if st.name == "select":
-                warnings = [ln for ln in log_path.read_text().splitlines() if ln.startswith("warning")]
-                for w in warnings:
-                    tqdm.write(w)
+            for w in (ln for ln in lines if st.name == "select" and ln.startswith("warning")):
+                tqdm.write(w)
     except KeyboardInterrupt:
         bar.leave = False  # the one line main prints replaces the bar
         raise
     finally:
         stop.set()
         bar.close()
-    try:
-        pdf = "no PDF (--no-pdf)" if args.no_pdf else build_pdf(dest, logs / f"{args.profile}-pdf.log")
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    tuned = Path(args.results) / "tuned" / f"{args.profile}.json"
-    if dest.is_paper:
-        where = f"tables, figures and numbers in {dest.out}" + (
-            f", the results block of {dest.readme}" if dest.readme else "")
-    else:
-        where = f"report in {dest.out.parent}/ ({'report.md, ' if dest.report else ''}{dest.out.name}/)"
-    print(f"profile {args.profile}: done in {time.perf_counter() - t0:.0f} s; {total} runs; tuned "
-          f"learning rates in {tuned}; {where}; {pdf}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,11 @@ def run_path(cfg: Mapping[str, Any]) -> Path:
     )
 
 
+def tuned_path(results_dir: str | Path, name: str) -> Path:
+    """Where the selection writes a study's choices: ``<results_dir>/tuned/<name>.json``."""
+    return Path(results_dir) / "tuned" / f"{name}.json"
+
+
 def lookup(cfg: Mapping[str, Any], dotted: str) -> Any:
     """``cfg["a"]["b"]`` for ``"a.b"``; KeyError when a part is missing."""
     node: Any = cfg

@@ -2,7 +2,7 @@
 
 On f(x) = 1/2 x^T A x - b^T x every method here is linear, so along an eigenvector of A with
 eigenvalue lam the error obeys a fixed linear recursion; its spectral radius is the rate. In
-PyTorch's conventions (buffer b, step lr, momentum mu; see optimizers.py):
+PyTorch's conventions (buffer b, step lr, momentum mu; see rules.py):
 
     GD:        e <- (1 - lr lam) e                                        rate |1 - lr lam|
     heavy ball: [e, b] <- [[1 - lr lam, -lr mu], [lam, mu]] [e, b]

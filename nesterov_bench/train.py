@@ -1,7 +1,13 @@
-"""Train one run: one task x one optimizer x one seed, recorded as a run directory.
+"""Train runs: the one path from validated settings to run directories, for one run or many.
 
     python -m nesterov_bench.train task=mnist_logreg optimizer=nesterov seed=0
     python -m nesterov_bench.train -m optimizer=gd,momentum,nesterov,adam seed=0,1   # a sweep
+
+``run_all(settings)`` takes the settings of runs that share a task and an optimizer, skips those
+already finished, loads the data once, claims each run's directory, trains the rest -- as one
+vectorized population (``population.Population``) or one after another -- and records each in its
+own run directory. ``python -m nesterov_bench.train`` is that path with one run;
+``python -m nesterov_bench.members`` with many.
 
 Everything a run needs is checked before anything is written: a bad setting is one line on
 stderr, exit status 2, and no run directory. A write error while saving (a full disk) is one line
@@ -16,114 +22,27 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from . import optimizers, protocol, store
-from .config import CONF_DIR
+from . import optimizers, store
+from .cli import command_line
+from .config import Settings, resolve
 from .env import environment
 from .errors import ConfigError
-from .loop import Outcome, TrainConfig, fit
-from .tasks import Task, make_task
-from .tracking import MODES, Mirror
+from .loop import Outcome, Single, fit_members
+from .population import Population, build_optimizer
+from .tasks import Data, Task
+from .tracking import Mirror
 
-protocol.register_resolvers()  # ${tuned_lr:...} in experiment=final
 log = logging.getLogger("nesterov_bench")
-TOP_LEVEL = {"seed", "device", "threads", "deterministic", "results_dir", "experiment_name", "stage",
-             "force", "progress", "task", "optimizer", "train", "data", "wandb", "lr_index",
-             "lr_grid", "sweep", "members", "path_keys"}
-
-
-@dataclass
-class Settings:
-    """A run's config, validated: everything ``run`` needs, and nothing touched on disk yet."""
-
-    cfg: dict  # the resolved config as plain containers (what run.json records)
-    task: Task
-    opt: optimizers.OptimizerConfig
-    train: TrainConfig
-    device: torch.device
-    seed: int
-
-
-def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
-    """Validate a composed config; raise ConfigError (one line) on the first bad setting."""
-    cfg = plain(cfg)
-    unknown = sorted(set(cfg) - TOP_LEVEL)
-    if unknown:
-        raise ConfigError(f"unknown setting {', '.join(unknown)}")
-    seed = cfg["seed"]
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    for key in ("experiment_name", "stage"):
-        name = cfg[key]
-        if not isinstance(name, str) or not name or "/" in name or "\0" in name or name.startswith("."):
-            raise ConfigError(f"{key} must be a folder name (not empty, no '/', not starting with '.'), "
-                              f"got {name!r}")
-    if not isinstance(cfg["results_dir"], str) or not cfg["results_dir"].strip():
-        raise ConfigError(f"results_dir must name a folder, got {cfg['results_dir']!r}; "
-                          "e.g. results_dir=results")
-    check_path_keys(cfg)
-    threads = cfg["threads"]
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool)
-                                or threads < 1):
-        raise ConfigError(f"threads must be a positive integer or null, got {threads!r}")
-    if cfg["progress"] not in ("auto", True, False):
-        raise ConfigError(f"progress must be auto, true or false, got {cfg['progress']!r}")
-    if cfg["wandb"]["mode"] not in MODES:
-        raise ConfigError(f"wandb.mode must be one of {', '.join(MODES)}, got {cfg['wandb']['mode']!r}")
-    return Settings(
-        cfg=cfg,
-        task=make_task(cfg["task"]),
-        opt=optimizers.OptimizerConfig.from_mapping(cfg["optimizer"]),
-        train=TrainConfig.from_mapping(cfg["train"]),
-        device=resolve_device(cfg["device"]),
-        seed=seed,
-    )
-
-
-def check_path_keys(cfg: dict) -> None:
-    """``path_keys``: a list of dotted settings of this config that change a run's numbers."""
-    keys = cfg.get("path_keys") or []
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise ConfigError(f"path_keys must be a list of settings, e.g. [train.batch_size], got {keys!r}")
-    for key in keys:
-        try:
-            store.lookup(cfg, key)
-        except KeyError:
-            raise ConfigError(f"path_keys names {key}, which is not a setting of this config") from None
-        if key.split(".")[0] in store.NOT_IDENTITY or key in store.NOT_IDENTITY:
-            raise ConfigError(f"path_keys names {key}, which does not change a run's numbers")
-
-
-def plain(cfg: DictConfig | Mapping[str, Any]) -> dict:
-    """A composed config as plain containers, interpolations resolved (one-line error otherwise)."""
-    if isinstance(cfg, DictConfig):
-        try:
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-        except Exception as e:  # noqa: BLE001 -- an interpolation that cannot resolve
-            raise ConfigError(f"config does not resolve: {str(e).splitlines()[0]}") from None
-    return dict(cfg)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("device=cuda but torch sees no CUDA GPU here; use device=cpu or device=auto")
-        return torch.device("cuda")
-    raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
 
 
 def derived_seed(seed: int, purpose: int) -> int:
@@ -144,22 +63,46 @@ def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
     """Train (or skip, if already finished) the run the config describes; return its record."""
     s = resolve(cfg)
     members = s.cfg.get("members") or {}
-    if members.get("seeds") is not None or members.get("lrs") is not None:
+    if any(members.get(k) is not None for k in ("seeds", "lrs", "lr_indices")):
         raise ConfigError("members.seeds and members.lrs are read by python -m nesterov_bench.members; "
                           "train runs one seed and one optimizer.lr")
-    configure_torch(s)
+    return run_all([s])[0]
 
-    run_dir = store.run_path(s.cfg)
-    if store.is_finished(run_dir) and not s.cfg["force"]:
-        return skip(run_dir, s)
 
-    # Everything that can be refused is checked before the run directory exists.
-    data = s.task.load_data(s.cfg["data"], s.device)
-    s.train.check_against(len(data.train))
+def run_all(settings: list[Settings], *, vectorized: bool = False) -> list[dict]:
+    """Train (or skip, where finished) runs that share a task and an optimizer; their records in order.
 
-    with ExitStack() as lock:
-        record = claim(s, run_dir, lock)
-        return _train(s, data, run_dir) if record is None else record
+    The data is loaded once, after every finished run is skipped and before any run directory is
+    made (so a batch too large for it is refused with nothing written). ``vectorized``: the runs left
+    train as one population, each member recorded as ``"vectorized": {"members": K, "index": k}``;
+    else one after another, each holding its directory's lock only while it trains.
+    """
+    first = settings[0]
+    configure_torch(first)
+    records: list[dict | None] = [None] * len(settings)
+    todo = []
+    for k, s in enumerate(settings):
+        run_dir = store.run_path(s.cfg)
+        if store.is_finished(run_dir) and not s.cfg["force"]:
+            records[k] = skip(run_dir, s)
+        else:
+            todo.append((k, s, run_dir))
+    if not todo:
+        return records
+    data = first.task.load_data(first.cfg["data"], first.device)
+    first.train.check_against(len(data.train))
+    for group in [todo] if vectorized else [[t] for t in todo]:
+        with ExitStack() as locks:
+            ready = []
+            for k, s, run_dir in group:
+                records[k] = claim(s, run_dir, locks)
+                if records[k] is None:
+                    ready.append((k, s, run_dir))
+            if ready:  # none when all are busy, or finished meanwhile
+                results = _train([(s, d) for _, s, d in ready], first.task, data, vectorized)
+                for (k, _, _), result in zip(ready, results, strict=True):
+                    records[k] = result
+    return records
 
 
 def claim(s: Settings, run_dir: Path, locks: ExitStack) -> dict | None:
@@ -252,23 +195,36 @@ def show_progress(cfg: Mapping[str, Any]) -> bool:
     return sys.stderr.isatty() if cfg["progress"] == "auto" else bool(cfg["progress"])
 
 
-def _train(s: Settings, data, run_dir: Path) -> dict:
-    rec = Recording(s, run_dir)
+def _train(runs: list[tuple[Settings, Path]], task: Task, data: Data, vectorized: bool) -> list[dict]:
+    """Train ``runs`` side by side (one model, or a population): init, batches and hyperparameters
+    each as its own run's; save each run's files, or leave each ``failed`` on an error."""
+    size = len(runs)
+    recordings = [Recording(s, d, **({"vectorized": {"members": size, "index": i}} if vectorized else {}))
+                  for i, (s, d) in enumerate(runs)]
+    first = runs[0][0]
     try:
-        torch.manual_seed(derived_seed(s.seed, 0))
-        model = s.task.build_model().to(s.device)
-        opt = optimizers.build(model.parameters(), s.opt)
-        outcome = fit(
-            s.task, model, opt, data, s.train,
-            batch_generator=torch.Generator().manual_seed(derived_seed(s.seed, 1)),
-            record=rec.record, progress=show_progress(s.cfg),
+        models = []
+        for s, _ in runs:
+            torch.manual_seed(derived_seed(s.seed, 0))
+            models.append(s.task.build_model().to(s.device))
+        if vectorized:
+            members = Population(task, models)
+            optimizer = build_optimizer(members, [s.opt for s, _ in runs])
+        else:
+            members, optimizer = Single(task, models[0]), optimizers.build(models[0].parameters(), first.opt)
+        outcomes = fit_members(
+            task, members, optimizer, data, first.train,
+            batch_generators=[torch.Generator().manual_seed(derived_seed(s.seed, 1)) for s, _ in runs],
+            records=[r.record for r in recordings], progress=show_progress(first.cfg),
         )
-        result = rec.save(outcome)
+        results = [r.save(o) for r, o in zip(recordings, outcomes, strict=True)]
     except BaseException as e:
-        rec.fail(e)
+        for r in recordings:
+            r.fail(e)
         raise
-    rec.close(result)
-    return result
+    for r, result in zip(recordings, results, strict=True):
+        r.close(result)
+    return results
 
 
 def _record_failure(run_dir: Path, base: dict, e: BaseException, t0: float) -> None:
@@ -283,85 +239,16 @@ def _record_failure(run_dir: Path, base: dict, e: BaseException, t0: float) -> N
         pass  # e.g. the disk is full: no record at all also reads as unfinished
 
 
-# --- command line -------------------------------------------------------------------------------
-
 def main() -> None:
-    """Entry point: one run, or with -m a Hydra sweep of runs."""
-    command_line(run, prog="nesterov-train", about="\n\n".join(__doc__.split("\n\n")[:2]))
+    """``python -m nesterov_bench.train``: one run, or with -m a Hydra sweep of runs."""
+    command_line(run, prog="nesterov-train", about=ABOUT)
 
 
-def command_line(job: Callable[[DictConfig], Any], *, prog: str, about: str,
-                 regroup: Callable[[list[str]], list[str]] | None = None,
-                 check: Callable[[dict], Any] | None = None) -> None:
-    """Check the command line's overrides (an error is one line, exit status 2), then hand over to
-    Hydra, which calls ``job(cfg)`` once, or once per setting of a -m sweep. ``regroup`` rewrites a
-    sweep's overrides first; ``check`` validates each composed config beyond ``resolve``. ``prog``
-    (the installed entry point) and ``about`` make the ``--help`` page. Ctrl-C ends with one line and
-    exit status 130: what finished is on disk, and the same command resumes."""
-    from .cli import check_overrides, help_text
+ABOUT = """Train one run -- a task x an optimizer x a seed -- recorded as a run directory of plain files
+(run.json, metrics.parquet); with -m, a sweep of runs, each skipped if it already finished.
 
-    args = sys.argv[1:]
-    if any(a in ("-h", "--help") for a in args):
-        print(help_text(prog, about))
-        return
-    _point_at_entry_point(prog)
-    flags = [a for a in args if a.startswith("-")]
-    multirun = bool(flags) and all(f in ("-m", "--multirun") for f in flags)
-    try:
-        if multirun and regroup is not None:
-            args = [*flags, *regroup([a for a in args if not a.startswith("-")])]
-        checked = check_overrides(args, check=check)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if multirun:  # Hydra's parser takes -m only before the overrides; accept it anywhere on the line.
-        args = [*flags, *(a for a in args if not a.startswith("-"))]
-    sys.argv[1:] = [*args, *checked.extra]
-
-    def entry(cfg: DictConfig) -> None:
-        if cfg.progress == "auto" and _parallel_launcher():
-            cfg.progress = False  # bars of jobs side by side would overwrite each other's lines
-        try:
-            job(cfg)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        except store.SaveError as e:  # disk full, a write error: a fault, not a bad setting
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            if _parallel_launcher():  # a worker: its launcher reports the interruption once
-                sys.exit(130)
-            raise
-
-    import hydra
-
-    started = time.time()
-    try:
-        hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(entry)()
-    except KeyboardInterrupt:
-        done = sum(store.finished_since(Path(d), started) for d in checked.results_dirs)
-        print(f"interrupted: {done} run{'s' if done != 1 else ''} finished, "
-              "rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
-
-
-def _point_at_entry_point(prog: str) -> None:
-    """Make Hydra's shell-completion line name the installed entry point (``nesterov-train``): for
-    ``python -m`` it would print ``python .../train.py``, which cannot be run as a script."""
-    exe = Path(sys.executable).parent / prog
-    if sys.argv[0].endswith(".py") and exe.exists():
-        sys.argv[0] = str(exe)
-
-
-def _parallel_launcher() -> bool:
-    """Whether this job runs under a launcher that runs jobs side by side (joblib, SLURM)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return False
-    target = HydraConfig.get().launcher.get("_target_", "")
-    return "BasicLauncher" not in target
+    nesterov-train task=mnist_logreg optimizer=nesterov seed=0
+    nesterov-train -m optimizer=gd,momentum,nesterov,adam seed=0,1"""
 
 
 if __name__ == "__main__":

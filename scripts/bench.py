@@ -39,9 +39,8 @@ What is timed
    per step, against one member alone (the goal's baseline) and, in the notes, against K runs one at a
    time. Goal on the CPU: K = 16 members of linreg or quadratic cost at most 3x one member.
    mnist_logreg (K = 10, its tuning grid), mnist_mlp and mnist_cnn (K = 4) are reported: where
-   vectorizing is slower than one at a time (``population.ONE_AT_A_TIME``), ``members`` trains one at
-   a time; each row's notes say what ``members.vectorize=auto`` does, and flag it where it disagrees
-   with the measurement.
+   vectorizing is slower than one at a time, ``members`` trains one at a time: ``population.vectorizes``
+   reads these rows (``members.vectorize=auto``); each row's notes say what it decides.
 4. ``threads``: the suite's loop (as in 1) on mnist_logreg and mnist_mlp with 1 and 2 threads.
 
 How
@@ -68,13 +67,13 @@ import torchvision
 from torchvision import transforms
 
 from nesterov_bench import optimizers
-from nesterov_bench.cli import compose_config
+from nesterov_bench.config import Settings, resolve
+from nesterov_bench.config import compose as compose_config
 from nesterov_bench.env import environment
 from nesterov_bench.loop import fit, fit_members
-from nesterov_bench.population import ONE_AT_A_TIME, Population, build_optimizer
+from nesterov_bench.population import Population, build_optimizer
 from nesterov_bench.rules import RULES
 from nesterov_bench.tasks import Data
-from nesterov_bench.train import Settings, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [f"data.root={REPO / 'data'}", f"data.source={REPO.parent / 'shared' / 'data'}"]
@@ -295,12 +294,11 @@ def bench_population(env: dict, plan: dict[str, tuple], repeats: int) -> list[di
         ms = {name: [1e3 * x / n for x in v] for name, v in t.items()}
         one = statistics.median(ms["one"])
         vs_separate = statistics.median(ms["members"]) / (k * one)
-        auto = "one at a time" if task in ONE_AT_A_TIME["cpu"] else "vectorized"
-        agrees = (vs_separate > 1) == (task in ONE_AT_A_TIME["cpu"])
         r = row(env, "population", task, f"{k} members vectorized vs 1 member", "ms/step", ms["members"],
                 "1 member", ms["one"], ("<=", goal) if goal else None,
-                f"vs {k} runs one at a time: {vs_separate:.2f}x their time; members.vectorize=auto: {auto}"
-                + ("" if agrees else " (disagrees with this measurement: see population.ONE_AT_A_TIME)"))
+                f"vs {k} runs one at a time: {vs_separate:.2f}x their time; members.vectorize=auto: "
+                + ("vectorized" if vs_separate < 1 else "one at a time"))
+        r.update(device_type="cpu", members=k)  # what population.vectorizes reads
         rows.append(r)
         print(f"members {task:13s} {k} members {r['measured']:8.3f} ms/step | 1 member {one:8.3f} ms/step "
               f"-> {r['ratio']:5.2f}x | vs {k} one at a time {vs_separate:5.2f}x", flush=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nesterov_bench.cli import compose_config  # noqa: E402
+from nesterov_bench.config import compose as compose_config  # noqa: E402
 from nesterov_bench.reproduce import plan  # noqa: E402
 
 TASKS = ["linreg", "quadratic", "mnist_logreg", "mnist_mlp", "mnist_cnn", "fmnist_cnn", "cifar10_cnn"]

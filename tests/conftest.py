@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nesterov_bench.cli import compose_config
+from nesterov_bench.config import compose as compose_config
 from nesterov_bench.train import run
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from nesterov_bench.cli import compose_config
+from nesterov_bench.config import compose as compose_config
+from nesterov_bench.config import resolve
 from nesterov_bench.tasks import TASKS
-from nesterov_bench.train import resolve
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUP_FILES = sorted(p for p in CONF.glob("*/*.yaml") if p.parent.name not in ("hydra", "experiment"))

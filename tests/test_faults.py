@@ -35,7 +35,7 @@ import torch
 
 from nesterov_bench import store
 from nesterov_bench.analyze.load import load
-from nesterov_bench.protocol import select
+from nesterov_bench.select import select
 from nesterov_bench.train import main
 
 from .conftest import DATA, REPO, SMALL_IMAGES, train

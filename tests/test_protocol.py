@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from nesterov_bench import store
+from nesterov_bench.config import tuned_lr
 from nesterov_bench.errors import ConfigError
-from nesterov_bench.protocol import choose, select, tuned_lr
+from nesterov_bench.select import choose, select
 
 from .conftest import DATA, REPO, cli
 

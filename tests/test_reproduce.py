@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from nesterov_bench import protocol, reproduce
+from nesterov_bench import reproduce
+from nesterov_bench import select as selection
 from nesterov_bench.analyze.__main__ import build
 from nesterov_bench.analyze.__main__ import main as analyze_main
 
@@ -176,12 +177,12 @@ def test_unknown_launcher_lists_the_launchers(capsys):
 
 def test_select_with_an_unknown_profile_names_the_known_ones(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        protocol.main(["--profile", "nonexistent", "--results", str(tmp_path)])
+        selection.main(["--profile", "nonexistent", "--results", str(tmp_path)])
     assert e.value.code == 2
     line = one_error_line(capsys.readouterr().err)
     assert all(p in line for p in ("smoke", "quick", "paper")) and "train -m" not in line
     with pytest.raises(SystemExit):  # a known profile without tuning runs: the command that makes them
-        protocol.main(["--profile", "smoke", "--results", str(tmp_path)])
+        selection.main(["--profile", "smoke", "--results", str(tmp_path)])
     line = one_error_line(capsys.readouterr().err)
     assert f"experiment=tune profile=smoke results_dir={tmp_path}" in line
     assert not list(tmp_path.iterdir())

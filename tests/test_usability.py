@@ -146,10 +146,11 @@ def test_an_interpolated_value_is_echoed_as_written_never_resolved(tmp_path, mon
 
 def test_shell_completion_through_the_entry_point_answers_without_torch(tmp_path):
     assert ENTRY.exists(), "pip install -e . installs nesterov-train"
-    install = subprocess.run([str(ENTRY), "-sc", "install=bash"], capture_output=True, text=True, cwd=tmp_path)
+    install = subprocess.run([str(ENTRY), "-sc", "install=bash"], capture_output=True, text=True,
+                             cwd=tmp_path)
     assert install.returncode == 0 and install.stdout.rstrip().endswith("nesterov-train"), install.stderr
     probe = ("import sys, runpy; sys.argv = ['nesterov-train', '-sc', 'query=bash']\n"
-             "from nesterov_bench.config import train_entry\ntrain_entry()\n"
+             "from nesterov_bench.entry import train_entry\ntrain_entry()\n"
              "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     env = {**os.environ, "COMP_LINE": "nesterov-train task=mn", "COMP_POINT": "22"}
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)

@@ -8,6 +8,8 @@ analysed into its own report, ``<results>/reports/<profile>/`` (``generated/``, 
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from omegaconf import OmegaConf
 
 ANALYSIS_CFG = Path(__file__).resolve().parents[2] / "conf" / "analysis.yaml"
 PAPER_DIR = Path("paper")  # relative to the working directory, like the README
+PAPER_TEX = Path(__file__).resolve().parents[2] / "paper" / "main.tex"  # what a report's PDF typesets
 
 
 def paper_profile(path: Path = ANALYSIS_CFG) -> str:
@@ -56,3 +59,22 @@ def destinations(results: str | Path, profile: str | None = None, out: str | Pat
     return Destinations(name, Path(out) if out else where / "generated",
                         Path(readme) if readme and not no_readme else None,
                         Path(report) if report else (None if out else where / "report.md"), False)
+
+
+def typeset(dest: Destinations, log_path: Path) -> str:
+    """Typeset the analysis (``paper/main.pdf``, or a report's ``main.pdf`` from a copy of the paper's
+    text) when LaTeX is installed; one line saying what happened."""
+    if not dest.is_paper and dest.out.name == "generated" and PAPER_TEX.exists():
+        shutil.copyfile(PAPER_TEX, dest.tex)
+    if not dest.tex.exists():
+        return f"no PDF: no {dest.tex} beside {dest.out}"
+    latexmk = shutil.which("latexmk")
+    if latexmk is None:
+        then = "make paper-pdf" if dest.is_paper else f"latexmk -pdf -cd {dest.tex}"
+        return f"no PDF: LaTeX is not installed (make latex-deps installs it; then {then})"
+    with open(log_path, "w") as log:
+        code = subprocess.run([latexmk, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-quiet",
+                               "-cd", str(dest.tex)], stdout=log, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        raise RuntimeError(f"the PDF did not build (latexmk exit {code}); see {log_path}")
+    return f"PDF: {dest.tex.with_suffix('.pdf')}"
