@@ -27,7 +27,8 @@ from typing import Any
 import pandas as pd
 
 from .optimizer_config import dirname
-from .wandb_sync import results_root, unsynced_offline_runs
+from .tracking import results_root
+from .wandb_sync import unsynced_offline_runs
 
 log = logging.getLogger(__name__)
 

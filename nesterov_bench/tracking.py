@@ -19,12 +19,14 @@ nor the W&B record. Each process says once, on stderr, where its offline runs li
 them (``python -m nesterov_bench.wandb_sync``).
 
 W&B's own failures are one line each: its log file handler's write errors (a full disk) are
-reported once per W&B run instead of a traceback per log call, and an offline run whose ``.wandb``
-file did not get its end written is reported when the run finishes.
+reported once per W&B run instead of a traceback per log call, and an offline run that did not get
+whole copies of the run's files, or whose writer W&B logged as failed, is reported when the run
+finishes (``offline_copy_problem``; nothing of W&B's binary ``.wandb`` format is read).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
@@ -38,8 +40,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .wandb_sync import offline_log_problem, results_root
-
 log = logging.getLogger(__name__)
 MODES = ("auto", "offline", "online", "disabled")
 RUN_FILES = ("run.json", "metrics.parquet")  # what a finished run hands W&B as files of the run
@@ -51,6 +51,44 @@ WANDB_MODE_VALUES = {"offline": "offline", "dryrun": "offline", "online": "onlin
 _reach: dict[tuple[str, int], str | None] = {}  # (host, port) -> None if it answered, else why not
 _said: set[str] = set()  # what this process has already said once
 _said_lock = threading.Lock()
+
+
+def results_root(run_dir: Path) -> Path:
+    """The results tree a run directory lies in (the folder holding ``runs/``), else the run directory."""
+    for parent in Path(run_dir).parents:
+        if parent.name == "runs":
+            return parent.parent
+    return Path(run_dir)
+
+
+def offline_copy_problem(offline_run: Path, run_dir: Path | None = None) -> str | None:
+    """None when an offline W&B run (``.../wandb/offline-run-*``) looks whole, else what is wrong, in
+    one line: W&B's service logged that writing the run failed, or (given the finished run's
+    ``run_dir``) its ``files/`` lacks a whole copy of the run's files."""
+    for name in RUN_FILES if run_dir is not None else ():
+        copy = Path(offline_run) / "files" / name
+        if not copy.is_file() or copy.read_bytes() != (Path(run_dir) / name).read_bytes():
+            return f"its copy of {name} is {'cut short' if copy.is_file() else 'missing'}"
+    failed = _writer_error(Path(offline_run) / "logs" / "debug-internal.log")
+    return failed and f"W&B's writer failed: {failed}"
+
+
+def _writer_error(internal_log: Path) -> str | None:
+    """The reason of the first error W&B's service logged about writing the run, if any."""
+    try:
+        lines = internal_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if '"ERROR"' not in line:
+            continue
+        try:
+            msg = str(json.loads(line).get("msg", ""))
+        except (ValueError, AttributeError):
+            continue
+        if "writer" in msg or "transactionlog" in msg:
+            return msg.rsplit(": ", 1)[-1]
+    return None
 
 
 def say_once(key: str, message: str, level: int = logging.WARNING) -> None:
@@ -215,8 +253,7 @@ class Mirror:
         self.mode, why = choose_mode(wandb_cfg["mode"])
         self.run_dir = run_dir
         self.failed = False  # W&B failed and said so: no further line about this run
-        self.offline_log: Path | None = None  # the offline run's .wandb file
-        self.internal_log: Path | None = None  # wandb-core's log of that run
+        self.offline_dir: Path | None = None  # the offline run's folder (offline-run-*)
         if self.mode == "disabled":
             return
         try:
@@ -235,8 +272,7 @@ class Mirror:
             return
         if self.mode == "offline":
             try:
-                self.offline_log = Path(self.run.settings.sync_file)
-                self.internal_log = Path(self.run.settings.log_internal)
+                self.offline_dir = Path(self.run.settings.sync_file).parent
             except Exception:  # noqa: BLE001 -- only the end-of-run check needs them
                 pass
             announce_offline(why, run_dir)
@@ -273,25 +309,28 @@ class Mirror:
         """
         if self.run is None:
             return
-        run, ok = self.run, status in ("completed", "diverged")
+        run, ok, problem = self.run, status in ("completed", "diverged"), None
         try:
             run.summary.update({"status": status, **summary})
-            if record is not None:
+        except Exception as e:  # noqa: BLE001
+            self._give_up(e)
+            ok = False
+        if record is not None and ok:
+            try:
                 files_dir = Path(run.dir)
                 for name in RUN_FILES:  # W&B's save would symlink the originals: copy them first
                     shutil.copyfile(self.run_dir / name, files_dir / name)
                     run.save(str(files_dir / name), base_path=str(files_dir), policy="now")
-        except Exception as e:  # noqa: BLE001
-            self._give_up(e)
-            ok = False
+            except Exception as e:  # noqa: BLE001 -- e.g. the disk filled as the run ended
+                problem, ok = one_line(e), False
         try:
             run.finish(exit_code=0 if ok else 1)
         except Exception as e:  # noqa: BLE001
             self._give_up(e)
         self.run = None
-        if self.offline_log is not None and not self.failed:
-            # W&B does not tell when the .wandb file could not be written to its end (a full disk)
-            problem = offline_log_problem(self.offline_log, self.internal_log, wait_s=3.0)
-            if problem:
-                log.warning("W&B's offline copy of %s is incomplete (%s): it would sync to W&B cut short",
-                            self.run_dir, problem)
+        if problem is None and self.offline_dir is not None and not self.failed:
+            problem = offline_copy_problem(self.offline_dir, self.run_dir if record is not None else None)
+        if problem:
+            log.warning("W&B's %scopy of %s is incomplete (%s): %s", "offline " if self.offline_dir else "",
+                        self.run_dir, problem, "it would sync to W&B cut short" if self.offline_dir
+                        else "W&B holds the run without its files")

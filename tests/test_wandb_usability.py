@@ -20,6 +20,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from nesterov_bench import store, tracking, wandb_sync
@@ -225,24 +226,32 @@ def test_a_wandb_copy_cut_short_by_a_full_disk_is_said_in_one_line(tmp_path):
     assert len(lines) <= 4, lines  # offline notice, W&B's debug log, the cut-short copy, "finished"
 
 
-def test_offline_log_problem_reads_a_real_run_and_a_cut_copy(fresh, tmp_path, caplog):
+def test_offline_copy_problem_reads_a_real_run_and_a_cut_copy(fresh, tmp_path, caplog):
+    """An offline W&B run is whole when its files/ holds the finished run's files byte for byte and W&B's
+    service logged no writer error; nothing of W&B's binary .wandb format is read."""
     caplog.set_level(logging.INFO)
-    mirror = tracking.Mirror({"mode": "offline", "project": "p"}, tmp_path / "runs" / "e" / "seed=0",
+    run_dir = tmp_path / "runs" / "e" / "seed=0"
+    mirror = tracking.Mirror({"mode": "offline", "project": "p"}, run_dir,
                              name="n", group="g", job_type="j", tags=[], config={"a": 1})
     for step in range(50):
         mirror.log(step, step / 10, "train", {"loss": 1.0}, 0.1)
-    mirror.finish("completed", {"loss": 1.0})
+    (run_dir / "run.json").write_text('{"status": "completed"}')
+    pd.DataFrame({"value": [1.0, 2.0]}).to_parquet(run_dir / "metrics.parquet")
+    mirror.finish("completed", {"loss": 1.0}, record={"status": "completed"})
     (path,) = wandb_sync.offline_runs(tmp_path)
-    assert wandb_sync.offline_log_problem(path) is None
+    assert tracking.offline_copy_problem(path.parent, run_dir) is None
     notices = [r.getMessage() for r in caplog.records if r.getMessage().startswith("W&B")]
     assert len(notices) == 1 and notices[0].startswith("W&B runs offline (wandb.mode=offline).")
     assert f"--results {tmp_path}" in notices[0]
-    data = path.read_bytes()
-    cut = tmp_path / "cut.wandb"
-    cut.write_bytes(data[: len(data) - 40])
-    assert "cut short" in wandb_sync.offline_log_problem(cut)
-    cut.write_bytes(b"")
-    assert "not even its header" in wandb_sync.offline_log_problem(cut)
+    copy = path.parent / "files" / "metrics.parquet"
+    copy.write_bytes(copy.read_bytes()[:-40])
+    assert tracking.offline_copy_problem(path.parent, run_dir) == "its copy of metrics.parquet is cut short"
+    copy.unlink()
+    assert tracking.offline_copy_problem(path.parent, run_dir) == "its copy of metrics.parquet is missing"
+    assert tracking.offline_copy_problem(path.parent) is None  # an unfinished run has no files to copy
+    log = path.parent / "logs" / "debug-internal.log"
+    log.write_text(log.read_text() + '{"level":"ERROR","msg":"writer: write: no space left on device"}\n')
+    assert tracking.offline_copy_problem(path.parent) == "W&B's writer failed: no space left on device"
 
 
 def test_wandb_log_write_errors_are_one_line_per_handler(fresh, tmp_path, capsys, caplog):
