@@ -51,8 +51,8 @@ def vectorizes(task: str, device: torch.device, mode: str | bool = "auto", measu
 
 
 def _members(row: dict) -> int:
-    """K of a population row ("16 members vectorized vs 1 member", as bench writes it)."""
-    return int(row.get("members") or row["measurement"].split()[0])
+    """K of a population row ("16 members vectorized vs 1 member", as scripts/bench.py writes it)."""
+    return int(row["measurement"].split()[0])
 
 
 class Population(nn.Module):

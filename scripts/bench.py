@@ -117,7 +117,7 @@ def suite_loop(s: Settings, data: Data) -> Callable[[int], float]:
     model = s.task.build_model()
     opt = optimizers.build(model.parameters(), s.opt)
     gen = torch.Generator().manual_seed(0)
-    train_only = Data(train=data.train)  # no val/test: fit's two evaluations see one example
+    train_only = dataclasses.replace(data, val=None, test=None)  # fit's two evaluations see one example
 
     def run(steps: int) -> float:
         tc = timed_budget(s, steps)
@@ -214,7 +214,8 @@ def row(env: dict, section: str, task: str, measurement: str, unit: str, measure
     m, b = statistics.median(measured), statistics.median(baseline)
     passed = None if goal is None else (m / b >= goal[1] if goal[0] == ">=" else m / b <= goal[1])
     return {"section": section, "task": task, "measurement": measurement,
-            "device": f"{env['device_name']} ({env['cpu_count']} cores)", "torch": torch.__version__,
+            "device": f"{env['device_name']} ({env['cpu_count']} cores)", "device_type": "cpu",
+            "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "unit": unit, "measured": m, "baseline_name": baseline_name, "baseline": b, "ratio": m / b,
             "goal": f"ratio {goal[0]} {goal[1]:g}" if goal else None, "pass": passed,
@@ -270,7 +271,7 @@ def members_loop(s: Settings, data: Data, k: int) -> Callable[[int], float]:
     cfgs = [dataclasses.replace(s.opt, lr=s.opt.lr * (i + 1) / k) for i in range(k)]
     opt = build_optimizer(pop, cfgs)
     gens = [torch.Generator().manual_seed(i) for i in range(k)]
-    train_only = Data(train=data.train)
+    train_only = dataclasses.replace(data, val=None, test=None)
 
     def run(steps: int) -> float:
         tc = timed_budget(s, steps)
@@ -298,7 +299,6 @@ def bench_population(env: dict, plan: dict[str, tuple], repeats: int) -> list[di
                 "1 member", ms["one"], ("<=", goal) if goal else None,
                 f"vs {k} runs one at a time: {vs_separate:.2f}x their time; members.vectorize=auto: "
                 + ("vectorized" if vs_separate < 1 else "one at a time"))
-        r.update(device_type="cpu", members=k)  # what population.vectorizes reads
         rows.append(r)
         print(f"members {task:13s} {k} members {r['measured']:8.3f} ms/step | 1 member {one:8.3f} ms/step "
               f"-> {r['ratio']:5.2f}x | vs {k} one at a time {vs_separate:5.2f}x", flush=True)

@@ -9,8 +9,8 @@ import sys
 
 from .conftest import REPO
 
-KEYS = {"section", "task", "measurement", "device", "torch", "threads", "unit", "measured", "baseline_name",
-        "baseline", "ratio", "goal", "pass", "rounds", "notes"}
+KEYS = {"section", "task", "measurement", "device", "device_type", "torch", "threads", "unit", "measured",
+        "baseline_name", "baseline", "ratio", "goal", "pass", "rounds", "notes"}
 
 
 def _bench_module():

@@ -10,7 +10,7 @@ import torch
 
 from nesterov_bench import members, optimizers
 from nesterov_bench.errors import ConfigError
-from nesterov_bench.population import Population, build_optimizer
+from nesterov_bench.population import MEASURED, Population, build_optimizer, vectorizes
 from nesterov_bench.tasks import make_task
 
 from .conftest import SMALL_IMAGES, cli, compose_config, overrides, train
@@ -223,3 +223,22 @@ def test_stacked_step_matches_each_member_with_its_own_lr():
         torch.testing.assert_close(pop.members[k].weight, s.weight, rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(pop.members[k].bias, s.bias, rtol=1e-6, atol=1e-7)
         assert lr == cfgs[k].lr
+
+
+def test_vectorize_auto_follows_make_bench_measurements(tmp_path):
+    """members.vectorize=auto: vectorized where bench measured K members as one program faster than K
+    runs one at a time on this kind of device; one at a time where slower or never measured."""
+    rows = [{"section": "population", "task": "fast", "measurement": "10 members vectorized vs 1 member",
+             "device_type": "cpu", "measured": 5.0, "baseline": 1.0},   # 0.5x ten separate runs
+            {"section": "population", "task": "slow", "measurement": "4 members vectorized vs 1 member",
+             "measured": 6.0, "baseline": 1.0}]                           # 1.5x (no device_type: cpu)
+    measured = tmp_path / "population.json"
+    measured.write_text(json.dumps(rows))
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert vectorizes("fast", cpu, "auto", measured) and not vectorizes("slow", cpu, "auto", measured)
+    assert not vectorizes("never", cpu, "auto", measured) and not vectorizes("fast", cuda, "auto", measured)
+    assert vectorizes("slow", cpu, True, measured) and not vectorizes("fast", cpu, False, measured)
+    assert not vectorizes("fast", cpu, "auto", tmp_path / "missing.json")
+    # The committed measurements give this CPU's decisions.
+    assert [t for t in ("linreg", "quadratic", "mnist_logreg", "mnist_mlp", "mnist_cnn", "fmnist_cnn")
+            if vectorizes(t, cpu, "auto", MEASURED)] == ["linreg", "quadratic", "mnist_logreg"]
