@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint reproduce analyze paper latex-deps paper-pdf bench
+.PHONY: help setup test test-all lint reproduce analyze paper latex-deps paper-pdf bench
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -14,8 +14,12 @@ setup: ## Create .venv and install the package with its dev extras (torch 2.14.1
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
 
-test: ## Run the test suite (CPU only, real MNIST/Fashion-MNIST from ../shared/data)
-	$(PY) -m pytest -q
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
+test: ## The fast test tier (~4 min on 2 cores): every module, real MNIST/Fashion-MNIST on a few tests
+	$(PYTEST) -m "not slow"
+
+test-all: ## Every test, the slow tier included (smoke pipeline, kill/collide sweeps, real epochs); what CI runs
+	$(PYTEST)
 
 lint: ## Check style with ruff
 	$(VENV)/bin/ruff check nesterov_bench tests scripts

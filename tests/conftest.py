@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,30 @@ def cli(*args: str, cwd: Path = REPO, env_extra: dict | None = None,
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     return tmp_path / "results"
+
+
+@dataclass
+class Smoke:
+    """One smoke reproduce (every stage, tiny budgets, the joblib launcher), run from a checkout-like
+    folder (a README with a results block, a paper/generated of its own)."""
+
+    results: Path
+    work: Path
+    proc: subprocess.CompletedProcess
+    readme: str
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory) -> Smoke:
+    """The smoke results tree, built once per test run and shared by the tests that read it (their
+    ``xdist_group`` keeps them on one worker)."""
+    root = tmp_path_factory.mktemp("smoke")
+    work = root / "work"
+    (work / "paper" / "generated").mkdir(parents=True)
+    readme = "<!-- generated:results:start -->\ncommitted\n<!-- generated:results:end -->\n"
+    (work / "README.md").write_text(readme)
+    (work / "paper" / "generated" / "numbers.tex").write_text("committed")
+    proc = subprocess.run([sys.executable, "-m", "nesterov_bench.reproduce", "--profile", "smoke",
+                           "--results", str(root), "--launcher", "local", "--no-pdf", *DATA], cwd=work,
+                          capture_output=True, text=True, timeout=1200)
+    return Smoke(root, work, proc, readme)

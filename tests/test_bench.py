@@ -7,6 +7,8 @@ import math
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO
 
 KEYS = {"section", "task", "measurement", "device", "device_type", "torch", "threads", "unit", "measured",
@@ -20,6 +22,7 @@ def _bench_module():
     return module
 
 
+@pytest.mark.slow
 def test_bench_quick_writes_rows_and_the_table_from_them(tmp_path):
     proc = subprocess.run([sys.executable, "scripts/bench.py", "--quick", "--out", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)

@@ -152,6 +152,7 @@ def finished(root):
     return {str(p.parent.relative_to(root)): json.loads(p.read_text()) for p in root.glob("runs/**/run.json")}
 
 
+@pytest.mark.slow
 def test_a_sweep_through_members_makes_the_runs_train_makes(tmp_path):
     """``members -m`` groups each setting's seeds and lr grid points into one population: the same
     run directories, configs (lr_index included) and statuses as ``train -m``, numbers within tolerance."""

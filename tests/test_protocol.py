@@ -94,6 +94,7 @@ def _sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
                             start_new_session=True, env={**os.environ, "WANDB_MODE": "disabled"})
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_rerun_completes_without_redoing(tmp_path):
     proc = _sweep(tmp_path)
     deadline = time.time() + 120
@@ -113,6 +114,7 @@ def test_sigkill_mid_sweep_then_rerun_completes_without_redoing(tmp_path):
     assert out.count("completed: ") + out.count("diverged: ") == 40 - len(before)
 
 
+@pytest.mark.slow
 def test_two_launches_of_one_sweep_do_not_collide(tmp_path):
     a, b = _sweep(tmp_path), _sweep(tmp_path)
     outs = [p.communicate(timeout=600)[0] for p in (a, b)]
@@ -126,6 +128,7 @@ def test_two_launches_of_one_sweep_do_not_collide(tmp_path):
         assert files == {"run.json", "metrics.parquet", ".lock"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["local", "submitit_local"])
 def test_launchers_run_a_sweep(tmp_path, launcher):
     proc = cli("-m", "task=linreg", "optimizer=gd,nesterov", "train.epochs=1", f"results_dir={tmp_path}",
@@ -134,34 +137,41 @@ def test_launchers_run_a_sweep(tmp_path, launcher):
     assert len(finished_records(tmp_path)) == 2
 
 
-def test_reproduce_smoke_profile_end_to_end(tmp_path):
-    """Run from a checkout-like folder (a README with a results block, a paper/generated): smoke is not
-    the paper's profile, so its analysis goes to <results>/reports/smoke/ and leaves both alone."""
-    work = tmp_path / "work"
-    (work / "paper" / "generated").mkdir(parents=True)
-    readme = "<!-- generated:results:start -->\ncommitted\n<!-- generated:results:end -->\n"
-    (work / "README.md").write_text(readme)
-    (work / "paper" / "generated" / "numbers.tex").write_text("committed")
-    gen = tmp_path / "reports" / "smoke" / "generated"
-    proc = subprocess.run([sys.executable, "-m", "nesterov_bench.reproduce", "--profile", "smoke",
-                           "--results", str(tmp_path), "--launcher", "local", "--no-pdf", *DATA], cwd=work,
-                          capture_output=True, text=True, timeout=900)
+@pytest.mark.slow
+@pytest.mark.xdist_group("smoke")
+def test_reproduce_smoke_profile_runs_every_stage(smoke):
+    proc, results = smoke.proc, smoke.results
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "runs in all" in proc.stdout and f"report in {gen.parent}/" in proc.stdout
-    assert (work / "README.md").read_text() == readme and (gen.parent / "report.md").exists()
-    assert [p.name for p in (work / "paper" / "generated").iterdir()] == ["numbers.tex"]
-    assert (work / "paper" / "generated" / "numbers.tex").read_text() == "committed"
-    tuned = json.loads((tmp_path / "tuned" / "smoke.json").read_text())["choices"]
+    assert "runs in all" in proc.stdout
+    tuned = json.loads((results / "tuned" / "smoke.json").read_text())["choices"]
     tasks = {p.stem for p in (CONF / "task").glob("*.yaml")}
     assert set(tuned) == tasks and all(len(v) == 4 for v in tuned.values())
-    runs = finished_records(tmp_path)
+    runs = finished_records(results)
     final = [k for k in runs if k.startswith("runs/smoke/final/")]
     assert len(final) == len(tasks) * 4 * 2
     assert any(k.startswith("runs/smoke-seed000_linreg/") for k in runs)
     assert sum(k.startswith("runs/smoke-seed002_mnist/") for k in runs) == 2 * 3 * 2
     assert sum(k.startswith("runs/smoke-quadratic_theory/") for k in runs) == 3 * 3 * 2
     assert sum(k.startswith("runs/smoke-noise_floor/") for k in runs) == 2 * 3 * 3 * 2
-    # the analysis ran on the real-data runs: every table and figure, and the paper's numbers
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smoke")
+def test_reproduce_smoke_writes_its_report_and_leaves_the_paper_alone(smoke):
+    """smoke is not the paper's profile: its analysis goes to <results>/reports/smoke/ and leaves the
+    README and paper/generated of the folder it ran from alone."""
+    gen = smoke.results / "reports" / "smoke" / "generated"
+    assert smoke.proc.returncode == 0 and f"report in {gen.parent}/" in smoke.proc.stdout
+    assert (smoke.work / "README.md").read_text() == smoke.readme and (gen.parent / "report.md").exists()
+    assert [p.name for p in (smoke.work / "paper" / "generated").iterdir()] == ["numbers.tex"]
+    assert (smoke.work / "paper" / "generated" / "numbers.tex").read_text() == "committed"
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("smoke")
+def test_reproduce_smoke_analysis_covers_every_table_and_figure(smoke):
+    gen = smoke.results / "reports" / "smoke" / "generated"
+    assert smoke.proc.returncode == 0
     for name in ("final", "tuned", "ttt", "claims", "sensitivity", "theory", "recipes", "noise_floor"):
         assert (gen / "tables" / f"{name}.tex").exists(), name
     for name in ("curves", "sensitivity", "ttt", "profile", "quadratic", "noise_floor"):

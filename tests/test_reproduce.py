@@ -1,9 +1,9 @@
 """make reproduce and the results tree, as a new user meets them: which profile runs, where its outputs
 go, what is refused before the first run, Ctrl-C, and what git tracks.
 
-Fast on purpose: dry runs, in-process calls and tiny run stores. The one real smoke reproduce is
-tests/test_protocol.py::test_reproduce_smoke_profile_end_to_end (which also checks that it leaves a
-README and a paper/generated alone).
+Fast on purpose: dry runs, in-process calls and tiny run stores. The one real smoke reproduce is the
+``smoke`` fixture of tests/conftest.py, read by the smoke tests of tests/test_protocol.py (which also check
+that it leaves a README and a paper/generated alone).
 """
 
 from __future__ import annotations
@@ -80,8 +80,11 @@ def test_another_profile_is_analysed_into_its_own_report(tmp_path, monkeypatch, 
 
 
 def test_make_reproduce_defaults_to_quick_passes_args_and_builds_no_paper_pdf_for_another_profile():
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # make test
+
     def dry(*args: str) -> str:
-        proc = subprocess.run(["make", "-n", "reproduce", *args], cwd=REPO, capture_output=True, text=True)
+        proc = subprocess.run(["make", "-n", "reproduce", *args], cwd=REPO, capture_output=True, text=True,
+                              env=env)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
@@ -89,7 +92,7 @@ def test_make_reproduce_defaults_to_quick_passes_args_and_builds_no_paper_pdf_fo
     smoke = dry("PROFILE=smoke")
     assert "--profile smoke" in smoke and "latexmk" not in smoke and "paper-pdf" not in smoke
     assert dry("PROFILE=paper", "ARGS=data.download=true").rstrip().endswith("data.download=true")
-    helps = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True).stdout
+    helps = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, env=env).stdout
     line = next(ln for ln in helps.splitlines() if "make reproduce" in ln)
     assert "resum" in line and "from scratch" not in line
 
@@ -190,6 +193,7 @@ def test_select_with_an_unknown_profile_names_the_known_ones(tmp_path, capsys):
 
 # --- item 4: Ctrl-C -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     """SIGINT to the process group, as a terminal's Ctrl-C sends it, a few seconds into training."""
     proc = subprocess.Popen([sys.executable, "-m", "nesterov_bench.reproduce", "--profile", "smoke",

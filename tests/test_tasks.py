@@ -132,6 +132,7 @@ def test_bad_task_settings_are_refused(cfg, match):
         make_task(cfg)
 
 
+@pytest.mark.slow
 def test_parallel_jobs_stage_one_fresh_data_root_safely(tmp_path):
     """Two processes staging the same dataset at once (joblib workers) both get whole files."""
     import subprocess

@@ -21,6 +21,8 @@ from nesterov_bench.store import run_path
 
 from .conftest import train
 
+pytestmark = pytest.mark.slow  # the fixture trains nine runs of up to 12,000 steps
+
 ITERATIONS = {10.0: 300, 100.0: 2000, 1000.0: 12000}  # GD reaches 1e-16 relative in each
 
 

@@ -48,8 +48,10 @@ def test_every_task_trains_with_every_optimizer(tmp_path, task, optimizer):
 
 
 @pytest.mark.parametrize("task,optimizer", [  # the entry point on each kind of data (every task x
-    ("linreg", "momentum"), ("mnist_mlp", "adam"),  # optimizer runs in-process above)
-    ("fmnist_cnn", "momentum"), ("cifar10_cnn", "adam"),
+    ("linreg", "momentum"),  # optimizer runs in-process above); the fast tier keeps one
+    pytest.param("mnist_mlp", "adam", marks=pytest.mark.slow),
+    pytest.param("fmnist_cnn", "momentum", marks=pytest.mark.slow),
+    pytest.param("cifar10_cnn", "adam", marks=pytest.mark.slow),
 ])
 def test_command_line_run_leaves_its_files(tmp_path, task, optimizer):
     proc = cli(f"results_dir={tmp_path}", f"task={task}", f"optimizer={optimizer}", "seed=0",
@@ -129,7 +131,7 @@ def test_half_written_run_is_redone(tmp_path):
 
 @pytest.mark.parametrize("task,optimizer,lr,threshold", [
     ("mnist_logreg", "nesterov", 0.01, 0.89),  # the second article's setting (batch 64, momentum 0.9)
-    ("mnist_cnn", "adam", 0.001, 0.97),
+    pytest.param("mnist_cnn", "adam", 0.001, 0.97, marks=pytest.mark.slow),  # a real CNN epoch: ~75 s
 ])
 def test_one_epoch_reaches_article_level_accuracy(tmp_path, task, optimizer, lr, threshold):
     record = train(tmp_path, f"task={task}", f"optimizer={optimizer}", f"optimizer.lr={lr}",

@@ -87,7 +87,8 @@ def _interrupt(args: list[str], results: Path, after_runs: int = 0,
 LONG = ["task=linreg", "train.epochs=100000", "train.log_every=1000"]
 
 
-@pytest.mark.parametrize("how", ["run", "sweep", "joblib sweep", "members"])
+@pytest.mark.parametrize("how", ["run", *(pytest.param(h, marks=pytest.mark.slow)
+                                          for h in ("sweep", "joblib sweep", "members"))])
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path, how):
     results = tmp_path / "results"
     base = [f"results_dir={results}", *DATA]
@@ -196,6 +197,7 @@ def test_a_sweep_leaves_no_empty_job_folders(tmp_path):
     assert [p.name for p in sweep.iterdir()] == ["multirun.yaml"]
 
 
+@pytest.mark.slow
 def test_parallel_jobs_draw_no_progress_bars_on_a_terminal(tmp_path):
     """Two joblib workers drawing bars on one terminal erase each other's lines: progress=auto keeps
     the bar to a run that has the terminal to itself."""

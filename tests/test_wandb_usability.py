@@ -383,6 +383,7 @@ def test_clearing_a_run_names_its_unsynced_offline_run_before_deleting_it(tmp_pa
     assert f"python -m nesterov_bench.wandb_sync --results {root}" in said[0]
 
 
+@pytest.mark.slow
 def test_force_warns_before_replacing_a_run_with_an_unsynced_offline_copy(tmp_path):
     env = clean_env(tmp_path / "home")
     args = [f"results_dir={tmp_path / 'r'}", "wandb.mode=offline", *LINREG]
