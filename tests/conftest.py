@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ DATA = [f"data.root={REPO / 'data'}", f"data.source={REPO.parent / 'shared' / 'd
 # Small image subsets: enough to exercise the real-data code paths in seconds.
 SMALL_IMAGES = ["task.val_size=200", "task.train_size=512", "task.test_size=200",
                 "train.eval_train_size=200"]
+
+
+def with_ctrl_c() -> None:
+    """``preexec_fn`` for a child a test presses Ctrl-C on: SIGINT back to its default, which a process
+    started in the background by a non-interactive shell (as CI may start the tests) inherits ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def overrides(tmp_path: Path, *extra: str) -> list[str]:

@@ -24,7 +24,7 @@ from nesterov_bench import select as selection
 from nesterov_bench.analyze.__main__ import build
 from nesterov_bench.analyze.__main__ import main as analyze_main
 
-from .conftest import DATA, REPO
+from .conftest import DATA, REPO, with_ctrl_c
 from .test_analyze import FAST_NESTEROV, OPTS, TASKS, make_store, write_run
 
 README_BLOCK = "# x\n\n<!-- generated:results:start -->\nCOMMITTED\n<!-- generated:results:end -->\n"
@@ -198,7 +198,8 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     """SIGINT to the process group, as a terminal's Ctrl-C sends it, a few seconds into training."""
     proc = subprocess.Popen([sys.executable, "-m", "nesterov_bench.reproduce", "--profile", "smoke",
                              "--results", str(tmp_path), *DATA], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=with_ctrl_c)
     try:
         assert "runs in all" in proc.stdout.readline()  # planned: training starts now
         time.sleep(3)

@@ -21,7 +21,7 @@ from nesterov_bench import store
 from nesterov_bench.cli import check_overrides
 from nesterov_bench.errors import ConfigError
 
-from .conftest import DATA, REPO, cli, train
+from .conftest import DATA, REPO, cli, train, with_ctrl_c
 
 LINREG = ["task=linreg", "optimizer=gd", "wandb.mode=disabled", *DATA]
 ENTRY = Path(sys.executable).parent / "nesterov-train"
@@ -69,7 +69,8 @@ def _interrupt(args: list[str], results: Path, after_runs: int = 0,
     exists) after ``after_runs`` have finished, and press Ctrl-C (SIGINT to the group)."""
     proc = subprocess.Popen([sys.executable, "-m", f"nesterov_bench.{module}", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "WANDB_MODE": "disabled"})
+                            start_new_session=True, preexec_fn=with_ctrl_c,
+                            env={**os.environ, "WANDB_MODE": "disabled"})
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         finished = list(results.glob("runs/**/run.json"))

@@ -85,7 +85,9 @@ def test_credentials_without_network_fall_back_offline_at_once_and_say_so_once(t
     proc = train_cli("-m", f"results_dir={tmp_path / 'r'}", *LINREG, "seed=23,24", env=env)
     took = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert took < 45, f"{took:.0f} s: W&B waited for a server it cannot reach"
+    # Not a speed test: W&B's own wait was 60 s a run (127 s for these two); 110 s is far from both the
+    # check's 2 s and that stall, so a loaded machine does not fail it.
+    assert took < 110, f"{took:.0f} s: W&B waited for a server it cannot reach"
     said = [ln for ln in proc.stderr.splitlines() if ln.startswith("W&B")]
     assert len(said) == 1, proc.stderr
     assert "unreachable" in said[0] and "Connection refused" in said[0]
