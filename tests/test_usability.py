@@ -71,17 +71,22 @@ def _interrupt(args: list[str], results: Path, after_runs: int = 0,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=with_ctrl_c,
                             env={**os.environ, "WANDB_MODE": "disabled"})
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        finished = list(results.glob("runs/**/run.json"))
-        training = [p for p in results.glob("runs/**/.lock") if not (p.parent / "run.json").exists()]
-        if len(finished) >= after_runs and training:
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)
-    assert proc.poll() is None, "the command ended before it could be interrupted"
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            finished = list(results.glob("runs/**/run.json"))
+            training = [p for p in results.glob("runs/**/.lock") if not (p.parent / "run.json").exists()]
+            if len(finished) >= after_runs and training:
+                break
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the command ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:  # never leave a training process group behind (the runs here would go on for hours)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
