@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "offline", "online", "disabled")
 RUN_FILES = ("run.json", "metrics.parquet")  # what a finished run hands W&B as files of the run
 DEFAULT_BASE_URL = "https://api.wandb.ai"
+FULL_DISK_BYTES = 64 * 1024  # less free space than this where an offline run lies: its copy is cut short
 REACH_TIMEOUT_S = 2.0  # the one reachability check per process, before a run goes online
 # WANDB_MODE's values (W&B's own spellings included) as the mirror's modes
 WANDB_MODE_VALUES = {"offline": "offline", "dryrun": "offline", "online": "online", "run": "online",
@@ -70,7 +71,13 @@ def offline_copy_problem(offline_run: Path, run_dir: Path | None = None) -> str 
         if not copy.is_file() or copy.read_bytes() != (Path(run_dir) / name).read_bytes():
             return f"its copy of {name} is {'cut short' if copy.is_file() else 'missing'}"
     failed = _writer_error(Path(offline_run) / "logs" / "debug-internal.log")
-    return failed and f"W&B's writer failed: {failed}"
+    if failed:
+        return f"W&B's writer failed: {failed}"
+    try:  # W&B may not have logged its failure yet (or could not: the same disk)
+        full = shutil.disk_usage(offline_run).free < FULL_DISK_BYTES
+    except OSError:
+        full = False
+    return "no space left on its disk" if full else None
 
 
 def _writer_error(internal_log: Path) -> str | None:
