@@ -237,7 +237,10 @@ def test_read_only_place_is_one_line_and_nothing_created(tmp_path, what):
 
 def test_read_only_data_root_that_holds_the_data_is_used(tmp_path):
     """Nothing needs writing there, so it is no error (a shared, read-only dataset folder)."""
+    from nesterov_bench.data import stage_mnist_like
     place = tmp_path / "ro"
+    shared = REPO.parent / "shared" / "data"  # staged here first: a fresh clone's data root is empty
+    stage_mnist_like("MNIST", REPO / "data", shared if shared.is_dir() else None, download=False)
     proc = read_only_cli(place, f"results_dir={tmp_path / 'results'}", "wandb.mode=disabled",
                          "task=mnist_logreg", f"data.root={place}", "data.source=null", *SMALL_IMAGES,
                          "train.max_steps=2", holding=REPO / "data")
