@@ -67,4 +67,7 @@ def environment(device: torch.device) -> dict:
     env["device"] = device.type
     env["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else env["cpu"]
     env["threads"] = torch.get_num_threads()
+    if device.type == "cuda":  # TF32 or IEEE float32 work (train.set_fp32_precision)
+        env["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
+                       "conv": torch.backends.cudnn.allow_tf32}
     return env

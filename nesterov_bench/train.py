@@ -56,7 +56,17 @@ def configure_torch(s: Settings) -> None:
         torch.set_num_threads(s.cfg["threads"])
     if s.device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+        set_fp32_precision()
     torch.use_deterministic_algorithms(bool(s.cfg["deterministic"]), warn_only=False)
+
+
+def set_fp32_precision() -> None:
+    """float32 means float32 on a GPU too: torch runs convolutions in TF32 by default (10-bit mantissa)
+    while matmuls are IEEE; both are set to IEEE here (no TF32); ``env.environment`` records the flags."""
+    # The flags torch has read longest: setting conv alone through the newer fp32_precision API makes
+    # any later read of cudnn.allow_tf32 (by torch itself, e.g. the compiler) raise.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
