@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint reproduce analyze paper latex-deps paper-pdf bench
+.PHONY: help setup test test-all lint reproduce analyze paper latex-deps paper-pdf bench gpu-bundle gpu-check
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,3 +48,10 @@ paper-pdf: latex-deps ## Build paper/main.pdf from paper/generated/ (no training
 
 bench: ## Time the training loop, optimizer steps, vectorized members and threads against baselines (CPU, ~6 min; results/bench/)
 	$(PY) scripts/bench.py --readme README.md
+
+gpu-bundle: ## Put what an air-gapped GPU node needs beside the tree (hydra/omegaconf/antlr4 wheels, MNIST archives) in gpu_bundle/
+	scripts/gpu_bundle.sh $(PY)
+
+GPU_OUT ?= results/bench
+gpu-check: ## On a CUDA GPU (its own python3, no network, gpu_bundle/ beside): determinism, members, per-step costs, throughput, DeepOBS baseline -> $(GPU_OUT)/gpu.json (~8 min)
+	scripts/gpu_check.sh --out $(GPU_OUT)

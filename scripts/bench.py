@@ -102,8 +102,8 @@ def timed_rounds(contenders: dict, steps: int, repeats: int) -> dict[str, list[f
     return times
 
 
-def settings(task: str) -> Settings:
-    return resolve(compose_config([f"task={task}", "optimizer=nesterov", "device=cpu", *DATA]))
+def settings(task: str, device: str = "cpu", data: list[str] = DATA) -> Settings:
+    return resolve(compose_config([f"task={task}", "optimizer=nesterov", f"device={device}", *data]))
 
 
 def timed_budget(s: Settings, steps: int):
@@ -114,7 +114,7 @@ def timed_budget(s: Settings, steps: int):
 
 def suite_loop(s: Settings, data: Data) -> Callable[[int], float]:
     """``loop.fit`` on one model and optimizer; each call continues training for ``steps`` steps."""
-    model = s.task.build_model()
+    model = s.task.build_model().to(s.device)
     opt = optimizers.build(model.parameters(), s.opt)
     gen = torch.Generator().manual_seed(0)
     train_only = dataclasses.replace(data, val=None, test=None)  # fit's two evaluations see one example
@@ -152,16 +152,18 @@ def articles_loop(s: Settings) -> Callable[[int], float]:
 
 def roofline(s: Settings, data: Data) -> Callable[[int], float]:
     """The model's forward, loss and backward on pre-made batches: no optimizer, no data work."""
-    model = s.task.build_model()
+    sync = torch.cuda.synchronize if s.device.type == "cuda" else (lambda: None)
+    model = s.task.build_model().to(s.device)
     bs, gen = s.train.batch_size, torch.Generator().manual_seed(0)
     idx = torch.randperm(len(data.train), generator=gen)[: 8 * bs].view(8, bs)
-    batches = [(data.train.x[i], data.train.y[i]) for i in idx]
+    batches = [(data.train.x[i.to(s.device)], data.train.y[i.to(s.device)]) for i in idx]
 
     def run(steps: int) -> float:
         t0 = time.perf_counter()
         for x, y in itertools.islice(itertools.cycle(batches), steps):
             model.zero_grad(set_to_none=True)
             s.task.loss(model(x), y).backward()
+        sync()
         return time.perf_counter() - t0
 
     return run
@@ -267,7 +269,7 @@ def bench_optimizer(env: dict, steps: dict[str, int], repeats: int) -> list[dict
 def members_loop(s: Settings, data: Data, k: int) -> Callable[[int], float]:
     """``loop.fit_members`` on a population of ``k`` members (lrs 1/k..1x the task's default, all
     stable), as ``python -m nesterov_bench.members`` trains them; each call continues ``steps`` steps."""
-    pop = Population(s.task, [s.task.build_model() for _ in range(k)])
+    pop = Population(s.task, [s.task.build_model().to(s.device) for _ in range(k)])
     cfgs = [dataclasses.replace(s.opt, lr=s.opt.lr * (i + 1) / k) for i in range(k)]
     opt = build_optimizer(pop, cfgs)
     gens = [torch.Generator().manual_seed(i) for i in range(k)]

@@ -52,3 +52,46 @@ def test_bench_quick_writes_rows_and_the_table_from_them(tmp_path):
     assert table == bench.markdown(bench.read_rows(tmp_path))
     assert sum(line.startswith("| ") for line in table.splitlines()) == len(rows) + 1  # header + rows
     assert table in proc.stdout  # and printed
+
+
+# --- make gpu-check: its refusal without CUDA, its plumbing on a CPU, and the README block it writes --------
+
+def _gpu_check(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/gpu_check.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this host has CUDA")
+def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path):
+    proc = _gpu_check("--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: make gpu-check needs a CUDA GPU and torch sees none here"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_readme_gpu_block_is_the_render_of_the_committed_measurements(tmp_path):
+    """The README's GPU rows are generated from results/bench/gpu*.json, never typed."""
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text())
+    bench = REPO / "results" / "bench"
+    proc = _gpu_check("--render", str(bench / "gpu.json"), "--correctness", str(bench / "gpu_correctness.json"),
+                      "--readme", str(readme))
+    assert proc.returncode == 0, proc.stderr
+    assert readme.read_text() == (REPO / "README.md").read_text()
+    assert "<!-- generated:gpu:start -->\nMeasured by `make gpu-check` on one" in readme.read_text()
+
+
+@pytest.mark.slow
+def test_gpu_check_plumbing_on_the_cpu(tmp_path):
+    """--allow-cpu --quick runs every section's code on a CPU (the numbers mean nothing): each section
+    reports ok and its fields, so a GPU node's one run is not spent on a typo."""
+    proc = _gpu_check("--allow-cpu", "--quick", "--out", str(tmp_path), "--sections",
+                      "correctness,per_step,baseline", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_plumbing.json").read_text())
+    sections = report["sections"]
+    assert all(s["ok"] for s in sections.values()), {k: s.get("error") for k, s in sections.items()}
+    assert sections["correctness"]["determinism"]["mnist_mlp"]["identical"]
+    assert sections["correctness"]["members_equal_single"]["quadratic"]["within_cpu_tolerance"]
+    assert {r["members"] for r in sections["per_step"]["rows"]} == {1, 2}  # (1, 10, 16 on a GPU)
+    assert set(sections["baseline"]["optimizers"]) == {"momentum", "adam"}
