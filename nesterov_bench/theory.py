@@ -42,6 +42,27 @@ def rate(method: str, eigenvalues, lr: float, momentum: float = 0.0) -> float:
                for lam in np.asarray(eigenvalues, dtype=float))
 
 
+def stability_limit(method: str, momentum: float = 0.0) -> float:
+    """The largest ``lr * L`` at which ``method`` converges on every quadratic with top eigenvalue L
+    (for ``lr * lam`` in (0, limit) every mode contracts; above it the top mode grows):
+
+        GD:         lr L < 2
+        heavy ball: lr L < 2 (1 + mu)
+        Nesterov:   lr L < 2 (1 + mu) / (1 + 2 mu)      (PyTorch's form; see ``iteration_matrix``)
+
+    Each is where an eigenvalue of the mode's iteration matrix crosses -1: its characteristic
+    polynomial z^2 - tr z + det at z = -1 is 1 + tr + det, which is 2 + 2 mu - lr lam (heavy ball)
+    and 2 + 2 mu - lr lam (1 + 2 mu) (Nesterov: tr = 1 + mu - lr lam (1 + mu), det = mu (1 - lr lam)).
+    The other root stays inside the unit circle for mu in [0, 1)."""
+    if method == "gd":
+        return 2.0
+    if method == "momentum":
+        return 2.0 * (1.0 + momentum)
+    if method == "nesterov":
+        return 2.0 * (1.0 + momentum) / (1.0 + 2.0 * momentum)
+    raise ValueError(f"no linear theory for {method!r}")
+
+
 def spectrum(mu: float, kappa: float, dim: int, kind: str = "linear") -> np.ndarray:
     """The eigenvalues of the ``quadratic`` task (the same spacing as tasks/synthetic.py)."""
     L = kappa * mu

@@ -65,7 +65,8 @@ def _gpu_check(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
 def test_gpu_check_without_cuda_is_one_line_and_exit_2(tmp_path):
     proc = _gpu_check("--out", str(tmp_path / "out"))
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: make gpu-check needs a CUDA GPU and torch sees none here"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: make gpu-check needs a CUDA GPU and torch sees none here"]
     assert not (tmp_path / "out").exists()
 
 
@@ -74,8 +75,8 @@ def test_readme_gpu_block_is_the_render_of_the_committed_measurements(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text((REPO / "README.md").read_text())
     bench = REPO / "results" / "bench"
-    proc = _gpu_check("--render", str(bench / "gpu.json"), "--correctness", str(bench / "gpu_correctness.json"),
-                      "--readme", str(readme))
+    proc = _gpu_check("--render", str(bench / "gpu.json"), "--correctness",
+                      str(bench / "gpu_correctness.json"), "--readme", str(readme))
     assert proc.returncode == 0, proc.stderr
     assert readme.read_text() == (REPO / "README.md").read_text()
     assert "<!-- generated:gpu:start -->\nMeasured by `make gpu-check` on one" in readme.read_text()

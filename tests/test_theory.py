@@ -82,3 +82,4 @@ def test_fitted_rate_handles_a_repeated_root():
     k = np.arange(400)
     f = (1 + k) ** 2 * 0.9 ** (2 * k)  # error ~ k r^k: the repeated-eigenvalue case
     assert abs((1 - fitted_rate(k, f)) - 0.1) <= 0.05 * 0.1
+
