@@ -71,3 +71,14 @@ def environment(device: torch.device) -> dict:
         env["tf32"] = {"matmul": torch.backends.cuda.matmul.allow_tf32,
                        "conv": torch.backends.cudnn.allow_tf32}
     return env
+
+
+def set_fp32_precision() -> None:
+    """float32 means float32 on a GPU too: torch runs convolutions in TF32 by default (10-bit mantissa)
+    while matmuls are IEEE; both are set to IEEE here (no TF32); ``environment`` records the flags.
+    (Here, not in train.py: a joblib launcher pickles train.py's functions by value when it runs as
+    __main__, and torch.backends.cudnn cannot be pickled.)"""
+    # The flags torch has read longest: setting conv alone through the newer fp32_precision API makes
+    # any later read of cudnn.allow_tf32 (by torch itself, e.g. the compiler) raise.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False

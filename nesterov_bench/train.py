@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from . import optimizers, store
 from .cli import command_line
 from .config import Settings, resolve
-from .env import environment
+from .env import environment, set_fp32_precision
 from .errors import ConfigError
 from .loop import Outcome, Single, fit_members
 from .population import Population, build_optimizer
@@ -60,20 +60,11 @@ def configure_torch(s: Settings) -> None:
     torch.use_deterministic_algorithms(bool(s.cfg["deterministic"]), warn_only=False)
 
 
-def set_fp32_precision() -> None:
-    """float32 means float32 on a GPU too: torch runs convolutions in TF32 by default (10-bit mantissa)
-    while matmuls are IEEE; both are set to IEEE here (no TF32); ``env.environment`` records the flags."""
-    # The flags torch has read longest: setting conv alone through the newer fp32_precision API makes
-    # any later read of cudnn.allow_tf32 (by torch itself, e.g. the compiler) raise.
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-
-
 def run(cfg: DictConfig | Mapping[str, Any]) -> dict:
     """Train (or skip, if already finished) the run the config describes; return its record."""
     s = resolve(cfg)
     members = s.cfg.get("members") or {}
-    if any(members.get(k) is not None for k in ("seeds", "lrs", "lr_indices")):
+    if any(members.get(k) is not None for k in ("seeds", "lrs", "trials")):
         raise ConfigError("members.seeds and members.lrs are read by python -m nesterov_bench.members; "
                           "train runs one seed and one optimizer.lr")
     return run_all([s])[0]

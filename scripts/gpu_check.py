@@ -193,8 +193,8 @@ def throughput(args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from nesterov_bench import optimizers
+    from nesterov_bench.env import set_fp32_precision
     from nesterov_bench.tasks.vision import two_conv_two_dense
-    from nesterov_bench.train import set_fp32_precision
     device = torch.device(args.device)
     set_fp32_precision()
     n = 1024 if args.quick else 8192
@@ -393,8 +393,7 @@ def main() -> None:
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.out.mkdir(parents=True, exist_ok=True)
     report = Report(args.out / ("gpu.json" if args.device == "cuda" else "gpu_plumbing.json"), args.budget_s)
-    from nesterov_bench.env import environment
-    from nesterov_bench.train import set_fp32_precision
+    from nesterov_bench.env import environment, set_fp32_precision
     if args.device == "cuda":
         set_fp32_precision()
     report.data["environment"] = environment(torch.device(args.device))
