@@ -3,7 +3,7 @@
 ``compose(overrides)`` composes ``conf/config.yaml`` as the command line would (Hydra's multi-line
 errors become one-line ``ConfigError``s that say what to change); ``resolve(cfg)`` validates a
 composed config into ``Settings`` -- everything a run needs, nothing touched on disk. The resolvers
-(``${tuned_lr:}``, ``${index:}``, ``${classic:}``, ``${scaled_lr:}``) are registered by
+(``${tuned_trial:}``, ``${classic:}``, ``${scaled_lr:}``) are registered by
 ``register_resolvers``, which ``compose`` and the command line call: importing a module registers
 nothing.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ from .train_config import TrainConfig, positive_int
 #: The config groups a user picks on the command line (``budget/`` is chosen by the profile).
 USER_GROUPS = ("task", "optimizer", "profile", "experiment", "decay", "tuning")
 TOP_LEVEL = {"seed", "device", "threads", "deterministic", "results_dir", "experiment_name", "stage",
-             "force", "progress", "task", "optimizer", "train", "data", "wandb", "lr_index",
-             "lr_grid", "sweep", "members", "path_keys"}
+             "force", "progress", "task", "optimizer", "train", "data", "wandb", "trial", "space", "sweep",
+             "members", "path_keys"}
 
 
 def group_options(group: str) -> list[str]:
@@ -118,8 +119,9 @@ class Settings:
 
 
 def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
-    """Validate a composed config; raise ConfigError (one line) on the first bad setting."""
-    cfg = plain(cfg)
+    """Validate a composed config; raise ConfigError (one line) on the first bad setting. A ``trial``
+    sets the optimizer's hyperparameters from its tuning space first (``with_trial``)."""
+    cfg = with_trial(plain(cfg))
     unknown = sorted(set(cfg) - TOP_LEVEL)
     if unknown:
         raise ConfigError(f"unknown setting {', '.join(unknown)}")
@@ -145,6 +147,42 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
     return Settings(cfg=cfg, task=make_task(cfg["task"]), opt=OptimizerConfig.from_mapping(cfg["optimizer"]),
                     train=TrainConfig.from_mapping(cfg["train"]), device=resolve_device(cfg["device"]),
                     seed=seed)
+
+
+def space_point(space: Mapping[str, list], trial: int) -> dict[str, float]:
+    """Point ``trial`` of a tuning space (``{"lr": [...], "momentum": [...]}``, the product of its lists):
+    the first key varies fastest, so trial = i_lr + len(lr) * i_momentum."""
+    size = math.prod(len(values) for values in space.values())
+    if not isinstance(trial, int) or isinstance(trial, bool) or not 0 <= trial < size:
+        raise ConfigError(f"trial must be an integer in [0, {size - 1}] (the tuning space has {size} "
+                          f"points), got {trial!r}")
+    point = {}
+    for key, values in space.items():
+        trial, i = divmod(trial, len(values))
+        point[key] = float(values[i])
+    return point
+
+
+def with_trial(cfg: dict) -> dict:
+    """``cfg`` with ``optimizer.*`` set from ``space[trial]`` (``beta1`` is Adam's ``betas[0]``); as
+    given when ``trial`` is null."""
+    trial = cfg.get("trial")
+    if trial is None:
+        return cfg
+    space = cfg.get("space") or {}
+    if not space:
+        raise ConfigError(f"trial={trial}, but optimizer {cfg['optimizer'].get('name')} has no tuning space "
+                          f"under protocol {cfg.get('sweep', {}).get('protocol')} (conf/space/)")
+    opt = dict(cfg["optimizer"])
+    for key, value in space_point(space, trial).items():
+        if key == "beta1":
+            opt["betas"] = [value, opt["betas"][1]]
+        elif key in opt:
+            opt[key] = value
+        else:
+            raise ConfigError(f"the tuning space names {key}, which optimizer {opt.get('name')} does not "
+                              "take")
+    return {**cfg, "optimizer": opt}
 
 
 def _check_path_keys(cfg: dict) -> None:
@@ -186,27 +224,26 @@ def resolve_device(name: str) -> torch.device:
 
 # --- resolvers ----------------------------------------------------------------------------------
 
-def tuned_lr(results_dir: str, name: str, task: str, optimizer: str) -> float:
-    """``${tuned_lr:results_dir,name,task,optimizer}``: the learning rate the selection chose."""
+def tuned_trial(results_dir: str, name: str, task: str, optimizer: str, by: str = "final") -> int:
+    """``${tuned_trial:results_dir,name,task,optimizer,by}``: the trial the selection chose by ``by``
+    (final | speed)."""
     path = store.tuned_path(results_dir, name)
     hint = f"run `python -m nesterov_bench.select --profile {name}` after the tune stage"
     try:
         choices = json.loads(path.read_text())["choices"]
     except OSError:
-        raise ConfigError(f"no tuned learning rates: {path} is missing; {hint}") from None
+        raise ConfigError(f"no tuned hyperparameters: {path} is missing; {hint}") from None
     except (ValueError, KeyError):
         raise ConfigError(f"{path} is unreadable; {hint}") from None
+    if by not in ("final", "speed"):
+        raise ConfigError(f"sweep.select_by must be final or speed, got {by!r}")
     try:
-        return float(choices[task][optimizer]["lr"])
+        return int(choices[task][optimizer][by]["trial"])
     except KeyError:
-        raise ConfigError(f"{path} has no learning rate for {task} x {optimizer}; {hint}") from None
-
-
-def _index(seq, i):
-    """``${index:list,i}``: the i-th element (the tune stage's lr_grid[lr_index])."""
-    if i is None or not 0 <= int(i) < len(seq):
-        raise ConfigError(f"lr_index must be an integer in [0, {len(seq) - 1}], got {i!r}")
-    return seq[int(i)]
+        raise ConfigError(f"{path} has no {by} choice for {task} x {optimizer}; {hint}") from None
+    except TypeError:
+        raise ConfigError(f"{path}: {task} x {optimizer} has no {by} choice (every trial diverged or never "
+                          "reached the target); widen the tuning space") from None
 
 
 def _scaled_lr(effective_lr, momentum) -> float:
@@ -217,7 +254,7 @@ def _scaled_lr(effective_lr, momentum) -> float:
 
 def register_resolvers() -> None:
     """Register the config's resolvers with OmegaConf (idempotent)."""
-    for name, fn in (("tuned_lr", tuned_lr), ("index", _index), ("classic", theory.classic),
+    for name, fn in (("tuned_trial", tuned_trial), ("classic", theory.classic),
                      ("scaled_lr", _scaled_lr)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

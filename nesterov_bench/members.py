@@ -5,8 +5,8 @@
     python -m nesterov_bench.members -m experiment=tune profile=quick     # a sweep, grouped
 
 ``members.seeds`` (null: ``[seed]``) times ``members.lrs`` (null: ``[optimizer.lr]``; or
-``members.lr_indices``, positions in ``lr_grid``) are the members. With -m, the sweep's ``seed`` and
-``lr_index`` (or ``optimizer.lr``) values, from the command line or the experiment, become each job's
+``members.trials``, points of the optimizer's tuning space) are the members. With -m, the sweep's ``seed``
+and ``trial`` (or ``optimizer.lr``) values, from the command line or the experiment, become each job's
 members, and Hydra sweeps the rest (tasks, optimizers): the same runs as ``train -m``, one population
 per setting. ``make reproduce`` trains the tasks it vectorizes this way.
 
@@ -38,29 +38,27 @@ from .train import run_all
 
 log = logging.getLogger("nesterov_bench")
 #: A member's own ``members`` block: that of a single run (conf/config.yaml's defaults).
-SINGLE = {"seeds": None, "lrs": None, "lr_indices": None, "vectorize": "auto"}
+SINGLE = {"seeds": None, "lrs": None, "trials": None, "vectorize": "auto"}
 
 
 def member_configs(cfg: dict) -> list[dict]:
-    """The runs ``cfg["members"]`` names: one config per (seed, lr), each as ``train`` would take it.
-
-    The learning rates are ``members.lrs``, or ``members.lr_indices`` into the optimizer's
-    ``lr_grid`` (each member then records its ``lr_index``, as the tune stage's runs do).
-    """
+    """The runs ``cfg["members"]`` names: one config per (seed, lr or trial), each as ``train`` would
+    take it. ``members.trials`` are points of the optimizer's tuning space (``config.with_trial`` sets
+    each member's hyperparameters from its ``trial``, as the tune stage's runs are made)."""
     spec = cfg.get("members") or {}
     if not isinstance(spec, dict) or set(spec) - set(SINGLE):
-        raise ConfigError("members takes seeds, lrs, lr_indices (lists, or null) and vectorize, "
+        raise ConfigError("members takes seeds, lrs, trials (lists, or null) and vectorize, "
                           f"got {spec!r}")
-    seeds, lrs, indices = spec.get("seeds"), spec.get("lrs"), spec.get("lr_indices")
-    if lrs is not None and indices is not None:
-        raise ConfigError("members.lrs and members.lr_indices both name the learning rates: set one")
-    grid = cfg.get("lr_grid") or []
+    seeds, lrs, trials = spec.get("seeds"), spec.get("lrs"), spec.get("trials")
+    if lrs is not None and trials is not None:
+        raise ConfigError("members.lrs and members.trials both name the learning rates: set one")
+    size = math.prod(len(v) for v in (cfg.get("space") or {}).values()) if cfg.get("space") else 0
     checks = [("seeds", seeds, "non-negative integers",
                lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
               ("lrs", lrs, "positive numbers", lambda v: isinstance(v, int | float)
                and not isinstance(v, bool) and math.isfinite(v) and v > 0),
-              ("lr_indices", indices, f"integers in [0, {len(grid) - 1}] (positions in lr_grid)",
-               lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(grid))]
+              ("trials", trials, f"integers in [0, {size - 1}] (points of the tuning space)",
+               lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < size)]
     for key, values, kind, ok in checks:
         if values is None:
             continue
@@ -69,13 +67,14 @@ def member_configs(cfg: dict) -> list[dict]:
         if len(set(values)) != len(values):
             raise ConfigError(f"members.{key} lists a value twice: {values!r}")
     seeds = [cfg["seed"]] if seeds is None else seeds
-    if indices is not None:
-        rates = [(grid[i], i) for i in indices]
+    if trials is not None:
+        points = [(cfg["optimizer"], t) for t in trials]
+    elif lrs is not None:
+        points = [({**cfg["optimizer"], "lr": lr}, None) for lr in lrs]
     else:
-        rates = ([(cfg["optimizer"].get("lr"), cfg.get("lr_index"))] if lrs is None
-                 else [(lr, None) for lr in lrs])
-    return [{**cfg, "seed": seed, "optimizer": {**cfg["optimizer"], "lr": lr}, "lr_index": index,
-             "members": dict(SINGLE)} for seed in seeds for lr, index in rates]
+        points = [(cfg["optimizer"], cfg.get("trial"))]
+    return [{**cfg, "seed": seed, "optimizer": dict(opt), "trial": trial, "members": dict(SINGLE)}
+            for seed in seeds for opt, trial in points]
 
 
 def run(cfg: DictConfig | dict) -> list[dict]:
@@ -90,17 +89,17 @@ def run(cfg: DictConfig | dict) -> list[dict]:
     return run_all(settings, vectorized=vectorized)
 
 
-#: Swept keys that ``members -m`` turns into member lists: seeds, and learning rates (or positions in
-#: the lr grid).
-GROUPED = {"seed": "seeds", "lr_index": "lr_indices", "optimizer.lr": "lrs"}
+#: Swept keys that ``members -m`` turns into member lists: seeds, and learning rates (or trials of the
+#: tuning space).
+GROUPED = {"seed": "seeds", "trial": "trials", "optimizer.lr": "lrs"}
 
 
 def group_sweep(overrides: list[str]) -> list[str]:
-    """A sweep's overrides with its ``seed``, ``lr_index`` and ``optimizer.lr`` sweeps (from the command
+    """A sweep's overrides with its ``seed``, ``trial`` and ``optimizer.lr`` sweeps (from the command
     line or the experiment's ``hydra.sweeper.params``) turned into member lists (``GROUPED``).
 
     What remains swept (tasks, optimizers, ...) is Hydra's: one job per setting, and each job trains
-    that setting's seeds x grid points as its members.
+    that setting's seeds x trials as its members.
     """
     parser = OverridesParser.create()
     kept, plain, lists = [], [], {}
@@ -122,12 +121,12 @@ def group_sweep(overrides: list[str]) -> list[str]:
         if key in GROUPED and key not in lists and "." not in key:
             lists[key] = swept_values(key, value)
             kept.append(f"~hydra.sweeper.params.{key}")
-    if "lr_index" in lists and "optimizer.lr" in lists:
-        raise ConfigError("lr_index and optimizer.lr both set the learning rate: give one")
+    if "trial" in lists and "optimizer.lr" in lists:
+        raise ConfigError("trial and optimizer.lr both set the learning rate: give one")
     given = {o.split("=", 1)[0].lstrip("+~") for o in kept}
     for key, values in lists.items():
         name = GROUPED[key]
-        clash = {f"members.{n}" for n in ((name,) if key == "seed" else ("lrs", "lr_indices"))} & given
+        clash = {f"members.{n}" for n in ((name,) if key == "seed" else ("lrs", "trials"))} & given
         if clash:
             raise ConfigError(f"{key} is swept and {' / '.join(sorted(clash))} is set: give the members "
                               "one way")
@@ -143,8 +142,8 @@ def check(cfg: dict) -> None:
 
 
 def main() -> None:
-    """Entry point: one population, or with -m one per setting of a sweep (its seeds and lr_index
-    values become the members of each job)."""
+    """Entry point: one population, or with -m one per setting of a sweep (its seeds and trials
+    become the members of each job)."""
     command_line(run, prog="nesterov-members", about="\n\n".join(__doc__.split("\n\n")[:2]),
                  regroup=group_sweep, check=check)
 

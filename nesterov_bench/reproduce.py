@@ -119,8 +119,8 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
     for st in stages:
         if st.overrides:
             base = [o for o in st.overrides if not o.startswith("hydra/")]
-            if st.name == "final":  # its lr comes from the tuned file, which does not exist yet
-                base = [*base, "optimizer.lr=1.0"]
+            if st.name == "final":  # its trial comes from the tuned file, which may not exist yet
+                base = [*base, "trial=0"]
             cfg, params = compose(base), sweeper_params(base)
             st.runs, st.stage_dir = sweep_size(base, cfg, params)
             st.modules = by_vectorizing(cfg, params)
@@ -247,14 +247,14 @@ def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
-    tuned = store.tuned_path(args.results, args.profile)
+    tuned = store.tuned_path(args.results, args.profile)  # (the selected hyperparameters)
     if dest.is_paper:
         where = f"tables, figures and numbers in {dest.out}" + (
             f", the results block of {dest.readme}" if dest.readme else "")
     else:
         where = f"report in {dest.out.parent}/ ({'report.md, ' if dest.report else ''}{dest.out.name}/)"
-    print(f"profile {args.profile}: done in {time.perf_counter() - t0:.0f} s; {total} runs; tuned "
-          f"learning rates in {tuned}; {where}; {pdf}")
+    print(f"profile {args.profile}: done in {time.perf_counter() - t0:.0f} s; {total} runs; selected "
+          f"hyperparameters in {tuned}; {where}; {pdf}")
 
 
 def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> None:

@@ -39,7 +39,8 @@ LOCK = ".lock"
 
 # Settings that do not change a run's numbers: two configs differing only here are the same run.
 NOT_IDENTITY = ("results_dir", "force", "progress", "device", "threads", "wandb", "data.root",
-                "data.source", "data.download", "sweep", "lr_grid", "lr_index", "members", "path_keys")
+                "data.source", "data.download", "sweep", "space", "trial", "members", "path_keys",
+                "lr_grid", "lr_index")  # (the last two: the tuning grid's names in runs made before trial)
 
 
 def run_path(cfg: Mapping[str, Any]) -> Path:

@@ -34,7 +34,7 @@ CIFAR_TRAIN = 50_000  # real CIFAR-10 training images (before the validation spl
 def measure(task: str, epochs: int, common: list[str], out: Path) -> dict:
     extra = ["data.generated=true"] if task == "cifar10_cnn" else []
     cmd = [sys.executable, "-m", "nesterov_bench.train", "experiment=tune", "profile=paper", f"task={task}",
-           "optimizer=nesterov", "lr_index=4", f"train.epochs={epochs}", f"results_dir={out}", *common,
+           "optimizer=nesterov", "trial=4", f"train.epochs={epochs}", f"results_dir={out}", *common,
            *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
@@ -63,7 +63,7 @@ def main() -> None:
     rows, total_s = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for task in TASKS:
-            cfg = compose_config(["profile=paper", f"task={task}", "experiment=tune", "lr_index=4"])
+            cfg = compose_config(["profile=paper", f"task={task}", "experiment=tune", "trial=4"])
             paper_epochs = int(cfg.train.epochs)
             epochs = max(1, round(paper_epochs * args.fraction))
             m = measure(task, epochs, common, Path(tmp) / task)

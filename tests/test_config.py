@@ -50,7 +50,8 @@ def test_every_experiment_composes(tmp_path, experiment, profile):
     from nesterov_bench.store import write_json
 
     name = "default" if profile == "default" else profile
-    choices = {t: {o: {"lr": 0.01} for o in ("gd", "momentum", "nesterov", "adam")} for t in TASKS}
+    chosen = {"final": {"trial": 0}, "speed": {"trial": 0}}
+    choices = {t: dict.fromkeys(("gd", "momentum", "nesterov", "adam"), chosen) for t in TASKS}
     (tmp_path / "tuned").mkdir()
     write_json(tmp_path / "tuned" / f"{name}.json", {"choices": choices})
     s = resolve(compose_config([f"experiment={experiment}", f"profile={profile}",

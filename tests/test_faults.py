@@ -320,7 +320,7 @@ def test_sigkill_mid_epoch_then_rerun_redoes_the_run_exactly(tmp_path):
 def test_diverging_run_in_a_sweep_is_kept_and_ranked_last(tmp_path):
     code, lines, _ = entry("-m", f"results_dir={tmp_path}", "wandb.mode=disabled", "task=linreg",
                            "optimizer=momentum", "experiment_name=blowup", "stage=tune", "train.epochs=2",
-                           "train.log_every=1", "optimizer.lr=1e6,0.01")  # the diverging one first
+                           "train.log_every=1", "space.lr=[1e6,0.01]", "trial=0,1")  # the diverging one first
     assert code == 0, lines
     records = {r["config"]["optimizer"]["lr"]: r
                for r in map(store.read_run, {p.parent for p in tmp_path.glob("runs/**/run.json")})}
@@ -331,7 +331,8 @@ def test_diverging_run_in_a_sweep_is_kept_and_ranked_last(tmp_path):
     assert len(df[df.metric == "batch_loss"]) == records[1e6]["steps"] > 0  # its metrics so far
     _, choices, _ = select(tmp_path, "blowup")
     chosen = choices["linreg"]["momentum"]
-    assert chosen["lr"] == 0.01 and chosen["runs"]["1e+06"]["status"] == "diverged"
+    assert chosen["final"]["lr"] == 0.01 and not chosen["trials"]["0"]["stable"]
+    assert chosen["final"]["next_to_diverged"]
 
 
 def test_multirun_flag_may_follow_the_overrides(tmp_path):

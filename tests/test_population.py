@@ -114,7 +114,7 @@ def test_linreg_members_are_vectorized_by_default(tmp_path):
     ("members.seeds=3", "non-empty list of non-negative integers"),
     ("members.lrs=[0.1,nan]", "non-empty list of positive numbers"),
     ("members.vectorize=maybe", "members.vectorize must be auto, true or false"),
-    ("members.lr_indices=[0,99]", "positions in lr_grid"),
+    ("members.trials=[0,99]", "points of the tuning space"),
 ])
 def test_bad_member_lists_are_refused_before_anything_is_written(tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
@@ -140,8 +140,8 @@ def test_command_line(tmp_path):
 
 @pytest.mark.parametrize("sweep,message", [
     (["seed=0,1", "members.seeds=[0,1]"], "seed is swept and members.seeds is set"),
-    (["experiment=tune", "members.lrs=[0.1]"], "lr_index is swept and members.lrs is set"),
-    (["lr_index=0,1", "optimizer.lr=0.1,0.2"], "both set the learning rate"),
+    (["experiment=tune", "members.lrs=[0.1]"], "trial is swept and members.lrs is set"),
+    (["trial=0,1", "optimizer.lr=0.1,0.2"], "both set the learning rate"),
 ])
 def test_a_sweep_that_names_members_twice_is_refused(sweep, message):
     with pytest.raises(ConfigError, match=message):
@@ -154,10 +154,11 @@ def finished(root):
 
 @pytest.mark.slow
 def test_a_sweep_through_members_makes_the_runs_train_makes(tmp_path):
-    """``members -m`` groups each setting's seeds and lr grid points into one population: the same
-    run directories, configs (lr_index included) and statuses as ``train -m``, numbers within tolerance."""
-    sweep = ["-m", "experiment=tune", "profile=smoke", "task=quadratic", "optimizer=gd,adam",
-             "lr_index=0,4,9", "seed=0,1"]
+    """``members -m`` groups each setting's seeds and trials into one population: the same run
+    directories, configs (trial included) and statuses as ``train -m``, numbers within tolerance. The
+    smoke protocol's trials vary momentum and Adam's beta1 too: per-member momentum and beta1."""
+    sweep = ["-m", "experiment=tune", "profile=smoke", "task=quadratic", "optimizer=nesterov,adam",
+             "trial=0,1,3", "seed=0,1"]
     for module in ("train", "members"):
         proc = cli(*sweep, *overrides(tmp_path / module), module=module)
         assert proc.returncode == 0, proc.stderr[-2000:]
@@ -174,23 +175,25 @@ def test_a_sweep_through_members_makes_the_runs_train_makes(tmp_path):
 
 def test_group_sweep_turns_seed_and_grid_sweeps_into_members():
     tune = members.group_sweep(["experiment=tune", "profile=quick", "task=linreg,quadratic"])
-    assert "members.lr_indices=[0,1,2,3,4,5,6,7,8,9]" in tune  # tune's one seed is not swept
-    assert not any(o.startswith("members.seeds") for o in tune)
-    assert "~hydra.sweeper.params.lr_index" in tune and "task=linreg,quadratic" in tune
+    assert "members.trials=[0,1,2,3,4,5,6,7,8,9]" in tune and "members.seeds=[0]" in tune
+    assert "~hydra.sweeper.params.trial" in tune and "task=linreg,quadratic" in tune
+    joint = members.group_sweep(["experiment=tune", "profile=paper", "task=linreg"])
+    assert f"members.trials=[{','.join(map(str, range(40)))}]" in joint and "members.seeds=[0,1,2]" in joint
     final = members.group_sweep(["experiment=final", "profile=quick"])
     assert "members.seeds=[100,101,102]" in final
     assert members.group_sweep(["optimizer.lr=0.1,0.2", "seed=3"]) == [
         "members.lrs=[0.1,0.2]", "members.seeds=[3]"]
 
 
-def test_lr_indices_name_grid_points_and_record_them(tmp_path):
-    records = vectorized(tmp_path, "task=linreg", "optimizer=gd", "train.epochs=1",
-                         "members.lr_indices=[2,5]")
-    grid = records[0]["config"]["lr_grid"]
-    assert [(r["config"]["lr_index"], r["config"]["optimizer"]["lr"]) for r in records] == [
-        (2, grid[2]), (5, grid[5])]
+def test_trials_name_points_of_the_space_and_record_them(tmp_path):
+    records = vectorized(tmp_path, "task=linreg", "optimizer=nesterov", "train.epochs=1", "protocol=joint",
+                         "members.trials=[2,15]")
+    space = records[0]["config"]["space"]
+    assert [(r["config"]["trial"], r["config"]["optimizer"]["lr"], r["config"]["optimizer"]["momentum"])
+            for r in records] == [(2, space["lr"][2], space["momentum"][0]),
+                                  (15, space["lr"][5], space["momentum"][1])]
     with pytest.raises(ConfigError, match="set one"):
-        vectorized(tmp_path, "task=linreg", "members.lr_indices=[0]", "members.lrs=[0.1]")
+        vectorized(tmp_path, "task=linreg", "members.trials=[0]", "members.lrs=[0.1]")
 
 
 def test_stacked_step_matches_each_member_with_its_own_lr():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nesterov_bench import store
-from nesterov_bench.config import tuned_lr
+from nesterov_bench.config import tuned_trial
 from nesterov_bench.errors import ConfigError
 from nesterov_bench.select import choose, select
 
@@ -21,31 +21,47 @@ from .conftest import DATA, REPO, cli
 CONF = REPO / "conf"
 
 
-def record(lr, value, status="completed", mode="max"):
-    return {"status": status, "final": {"val/accuracy": value},
-            "selection": {"split": "val", "metric": "accuracy", "mode": mode},
-            "config": {"optimizer": {"lr": lr}, "lr_grid": [0.001, 0.01, 0.1, 1.0]}}
+SPACE = {"lr": [0.001, 0.01, 0.1, 1.0], "momentum": [0.5, 0.9]}
 
 
-def test_selection_takes_best_validation_value():
-    c = choose([record(0.001, 0.90), record(0.01, 0.95), record(0.1, 0.93), record(1.0, 0.2)])
-    assert c["lr"] == 0.01 and c["value"] == 0.95 and not c["at_edge"] and c["missing"] == []
+def trials(*rows) -> dict[int, dict]:
+    """``select.summarize``'s output for rows (trial, [scores per seed] or None for diverged, steps)."""
+    from nesterov_bench.config import space_point
+    return {t: {"point": space_point(SPACE, t), "seeds": [0, 1, 2], "stable": scores is not None,
+                "score": sum(scores) / len(scores) if scores else -math.inf, "steps": steps}
+            for t, scores, steps in rows}
 
 
-def test_selection_ranks_diverged_last_and_breaks_ties_toward_smaller_lr():
-    c = choose([record(0.001, 0.5), record(0.01, 0.9), record(0.1, 0.9), record(1.0, 0.99, "diverged")])
-    assert c["lr"] == 0.01
-    nan = choose([record(0.001, 0.5), record(0.01, math.nan), record(0.1, 0.4), record(1.0, 0.3)])
-    assert nan["lr"] == 0.001
-    low = choose([record(0.001, 0.2, mode="min"), record(0.01, 0.1, mode="min"),
-                  record(0.1, 0.1, mode="min"), record(1.0, 0.0, "failed", mode="min")])
-    assert low["lr"] == 0.01
+def test_selection_by_final_takes_the_best_mean_over_seeds():
+    t = trials((1, [0.90, 0.90, 0.90], 50), (2, [0.99, 0.80, 0.80], 40), (5, [0.91, 0.91, 0.88], 60))
+    c = choose(t, SPACE, "final")
+    assert c["trial"] == 1 and c["lr"] == 0.01 and c["momentum"] == 0.5  # mean 0.90 beats 0.863 and 0.9
+    assert select_rule_is_stated()
 
 
-def test_selection_flags_the_grid_edge_and_missing_points():
-    c = choose([record(0.1, 0.5), record(1.0, 0.9)])
-    assert c["at_edge"] and c["missing"] == [0.001, 0.01]
-    assert choose([record(0.001, 0.5, "diverged"), record(0.01, 0.5, "diverged")])["all_diverged"]
+def select_rule_is_stated() -> bool:
+    from nesterov_bench import select as module
+    return "mean over its seeds" in module.__doc__ and "ranks last" in module.__doc__
+
+
+def test_selection_ranks_a_trial_with_a_diverged_seed_last_and_breaks_ties_conservatively():
+    t = trials((3, None, math.inf), (1, [0.5, 0.5, 0.5], 70), (2, [0.5, 0.5, 0.5], 70), (5, [0.5] * 3, 70))
+    assert choose(t, SPACE, "final")["trial"] == 1  # the tie goes to the smaller lr, then momentum
+    assert choose(trials((0, None, math.inf)), SPACE, "final") is None  # all diverged: no choice
+
+
+def test_selection_by_speed_takes_the_fewest_steps_among_trials_that_always_reach_the_target():
+    t = trials((1, [0.95] * 3, 300), (2, [0.90] * 3, 100), (6, [0.99] * 3, math.inf))
+    assert choose(t, SPACE, "speed")["trial"] == 2 and choose(t, SPACE, "final")["trial"] == 6
+    assert choose(trials((1, [0.9] * 3, math.inf)), SPACE, "speed") is None
+
+
+def test_selection_flags_an_edge_of_the_space_and_a_diverged_neighbour():
+    edge = choose(trials((0, [0.9] * 3, 10), (1, [0.5] * 3, 10)), SPACE, "final")
+    assert edge["at_edge"] == ["lr", "momentum"] and not edge["next_to_diverged"]
+    # trial 5 = (lr 0.01, momentum 0.9): its lr neighbour 6 diverged, its momentum neighbour is 1
+    cliff = choose(trials((5, [0.9] * 3, 10), (6, None, math.inf), (1, [0.5] * 3, 10)), SPACE, "final")
+    assert cliff["next_to_diverged"] and cliff["at_edge"] == ["momentum"]
 
 
 @pytest.mark.parametrize("module", ["train", "members"])
@@ -55,7 +71,7 @@ def test_final_stage_refuses_to_run_without_tuned_rates(tmp_path, module):
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "nesterov_bench.select" in lines[0], proc.stderr
     with pytest.raises(ConfigError, match="missing"):
-        tuned_lr(str(tmp_path), "smoke", "linreg", "gd")
+        tuned_trial(str(tmp_path), "smoke", "linreg", "gd")
 
 
 def finished_records(root: Path) -> dict[str, dict]:
@@ -69,22 +85,29 @@ def test_tune_select_final_on_one_task(tmp_path):
     args = ["profile=smoke", f"results_dir={tmp_path}", "task=linreg", *DATA]
     assert cli("-m", "experiment=tune", *args, module="members").returncode == 0
     tune = finished_records(tmp_path)
-    assert len(tune) == 4 * 10  # every optimizer x its 10-point grid, one seed
-    assert {r["config"]["seed"] for r in tune.values()} == {0}
+    assert len(tune) == 4 * 4 * 2  # every optimizer x its 4 trials (the smoke protocol) x 2 seeds
+    assert {r["config"]["seed"] for r in tune.values()} == {0, 1}
     out, choices, _ = select(tmp_path, "smoke")
     assert set(choices["linreg"]) == {"gd", "momentum", "nesterov", "adam"}
     for opt, c in choices["linreg"].items():  # the rule, recomputed from the files by hand
         runs = [r for r in tune.values() if r["config"]["optimizer"]["name"] == opt]
-        ok = [r for r in runs if r["status"] == "completed"]
-        best = min(ok, key=lambda r: (r["final"]["val/loss"], r["config"]["optimizer"]["lr"]))
-        assert c["lr"] == best["config"]["optimizer"]["lr"]
+        by_trial = {}
+        for r in runs:
+            by_trial.setdefault(r["config"]["trial"], []).append(r)
+        ok = {t: rs for t, rs in by_trial.items() if all(r["status"] == "completed" for r in rs)}
+        best = min(ok, key=lambda t: (sum(r["final"]["val/loss"] for r in ok[t]) / len(ok[t]),
+                                      ok[t][0]["config"]["optimizer"]["lr"]))
+        assert c["final"]["trial"] == best
     proc = cli("-m", "experiment=final", *args, module="members")
     assert proc.returncode == 0, proc.stderr[-2000:]
     final = {k: r for k, r in finished_records(tmp_path).items() if "/final/" in k}
     assert len(final) == 4 * 2
     for r in final.values():
-        assert r["config"]["optimizer"]["lr"] == choices["linreg"][r["config"]["optimizer"]["name"]]["lr"]
-        assert r["config"]["seed"] in (100, 101)  # distinct from the tuning seed
+        chosen = choices["linreg"][r["config"]["optimizer"]["name"]]["final"]
+        assert r["config"]["trial"] == chosen["trial"] and r["config"]["optimizer"]["lr"] == chosen["lr"]
+        if "momentum" in chosen:  # the jointly tuned momentum is the final runs' momentum
+            assert r["config"]["optimizer"]["momentum"] == chosen["momentum"]
+        assert r["config"]["seed"] in (100, 101)  # distinct from the tuning seeds
 
 
 def _sweep(tmp_path: Path, *extra: str) -> subprocess.Popen:
@@ -103,15 +126,15 @@ def test_sigkill_mid_sweep_then_rerun_completes_without_redoing(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     before = finished_records(tmp_path)
-    assert 10 <= len(before) < 40, "the sweep must be killed half way"
+    assert 8 <= len(before) < 32, "the sweep must be killed half way"
     rerun = _sweep(tmp_path)
     out, _ = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, out[-2000:]
     after = finished_records(tmp_path)
-    assert len(after) == 40
+    assert len(after) == 32
     for key, rec in before.items():  # nothing completed was redone or lost
         assert after[key]["started_at"] == rec["started_at"]
-    assert out.count("completed: ") + out.count("diverged: ") == 40 - len(before)
+    assert out.count("completed: ") + out.count("diverged: ") == 32 - len(before)
 
 
 @pytest.mark.slow
@@ -120,9 +143,9 @@ def test_two_launches_of_one_sweep_do_not_collide(tmp_path):
     outs = [p.communicate(timeout=600)[0] for p in (a, b)]
     assert a.returncode == 0 and b.returncode == 0, outs
     runs = finished_records(tmp_path)
-    assert len(runs) == 40
+    assert len(runs) == 32
     trained = sum(o.count("completed: ") + o.count("diverged: ") for o in outs)
-    assert trained == 40  # every run trained by exactly one of the two
+    assert trained == 32  # every run trained by exactly one of the two
     for key in runs:
         files = {p.name for p in (tmp_path / key).iterdir()}
         assert files == {"run.json", "metrics.parquet", ".lock"}
@@ -195,3 +218,35 @@ def test_reproduce_sends_vectorized_tasks_through_members_and_the_rest_through_t
     everything = ["linreg", "quadratic", "mnist_logreg", "mnist_mlp", "mnist_cnn", "fmnist_cnn"]
     assert plan("quick", str(tmp_path), None, "false")[0].modules == [("train", everything)]
     assert plan("quick", str(tmp_path), None, "true")[0].modules == [("members", everything)]
+
+
+# --- the tuning budget: declared in conf/protocol/ and conf/space/, equal for every optimizer ---------------
+
+COMPARED = ("gd", "momentum", "nesterov", "adam")
+
+
+@pytest.mark.parametrize("protocol", ["lr", "joint", "smoke"])
+def test_every_optimizer_gets_the_protocols_number_of_trials(protocol):
+    from nesterov_bench.config import compose, group_options, resolve
+    assert protocol in group_options("protocol")
+    for opt in COMPARED:
+        cfg = resolve(compose(["experiment=tune", f"protocol={protocol}", f"optimizer={opt}"])).cfg
+        assert math.prod(len(v) for v in cfg["space"].values()) == cfg["sweep"]["trials"], opt
+
+
+def test_the_joint_protocol_tunes_every_hyperparameter_and_does_not_handicap_gd():
+    from nesterov_bench.config import compose, resolve
+    spaces = {opt: resolve(compose(["experiment=tune", "profile=paper", f"optimizer={opt}"])).cfg["space"]
+              for opt in COMPARED}
+    assert set(spaces["momentum"]) == set(spaces["nesterov"]) == {"lr", "momentum"}
+    assert set(spaces["adam"]) == {"lr", "beta1"} and set(spaces["gd"]) == {"lr"}
+    gd = spaces["gd"]["lr"]
+    assert max(b / a for a, b in zip(gd, gd[1:], strict=False)) <= math.sqrt(2)
+    cfg = resolve(compose(["experiment=tune", "profile=paper"])).cfg
+    assert len(list(range(*map(int, cfg["sweep"]["tune_seeds"][6:-1].split(","))))) >= 3
+
+
+@pytest.mark.parametrize(("profile", "protocol"), [("paper", "joint"), ("quick", "lr"), ("smoke", "smoke")])
+def test_each_profile_names_its_protocol(profile, protocol):
+    from nesterov_bench.config import compose
+    assert compose([f"profile={profile}"]).sweep.protocol == protocol
