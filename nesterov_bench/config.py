@@ -3,7 +3,7 @@
 ``compose(overrides)`` composes ``conf/config.yaml`` as the command line would (Hydra's multi-line
 errors become one-line ``ConfigError``s that say what to change); ``resolve(cfg)`` validates a
 composed config into ``Settings`` -- everything a run needs, nothing touched on disk. The resolvers
-(``${tuned_trial:}``, ``${classic:}``, ``${scaled_lr:}``) are registered by
+(``${tuned_trial:}``, ``${tuned_value:}``, ``${classic:}``, ``${scaled_lr:}``) are registered by
 ``register_resolvers``, which ``compose`` and the command line call: importing a module registers
 nothing.
 """
@@ -27,13 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import CONF_DIR, store, theory
 from .errors import ConfigError
-from .optimizer_config import OptimizerConfig
+from .optimizer_config import OptimizerConfig, hyperparameters
 from .tasks import Task, make_task
 from .tracking import MODES
 from .train_config import TrainConfig, positive_int
 
 #: The config groups a user picks on the command line (``budget/`` is chosen by the profile).
-USER_GROUPS = ("task", "optimizer", "profile", "experiment", "decay", "tuning")
+USER_GROUPS = ("task", "optimizer", "profile", "experiment", "schedule", "decay", "tuning")
 TOP_LEVEL = {"seed", "device", "threads", "deterministic", "results_dir", "experiment_name", "stage",
              "force", "progress", "task", "optimizer", "train", "data", "wandb", "trial", "space", "sweep",
              "members", "path_keys"}
@@ -144,9 +144,13 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
         raise ConfigError(f"progress must be auto, true or false, got {cfg['progress']!r}")
     if cfg["wandb"]["mode"] not in MODES:
         raise ConfigError(f"wandb.mode must be one of {', '.join(MODES)}, got {cfg['wandb']['mode']!r}")
-    return Settings(cfg=cfg, task=make_task(cfg["task"]), opt=OptimizerConfig.from_mapping(cfg["optimizer"]),
-                    train=TrainConfig.from_mapping(cfg["train"]), device=resolve_device(cfg["device"]),
-                    seed=seed)
+    s = Settings(cfg=cfg, task=make_task(cfg["task"]), opt=OptimizerConfig.from_mapping(cfg["optimizer"]),
+                 train=TrainConfig.from_mapping(cfg["train"]), device=resolve_device(cfg["device"]),
+                 seed=seed)
+    if s.train.momentum_schedule is not None and "momentum" not in hyperparameters(s.opt):
+        raise ConfigError(f"train.momentum_schedule ramps momentum, which optimizer {s.opt.name} does not "
+                          "have; use schedule=none or a momentum optimizer")
+    return s
 
 
 def space_point(space: Mapping[str, list], trial: int) -> dict[str, float]:
@@ -246,6 +250,18 @@ def tuned_trial(results_dir: str, name: str, task: str, optimizer: str, by: str 
                           "reached the target); widen the tuning space") from None
 
 
+def tuned_value(results_dir: str, name: str, task: str, optimizer: str, key: str, by: str = "final",
+                default: float | None = None) -> float:
+    """``${tuned_value:results_dir,name,task,optimizer,key,by[,default]}``: one hyperparameter of a
+    selected trial (e.g. Nesterov's lr, for a study of its variants); ``default`` when the protocol did
+    not tune ``key`` (the lr protocol leaves momentum at 0.9)."""
+    tuned_trial(results_dir, name, task, optimizer, by)  # the file, the choice: checked, with its messages
+    chosen = json.loads(store.tuned_path(results_dir, name).read_text())["choices"][task][optimizer][by]
+    if key not in chosen and default is None:
+        raise ConfigError(f"the {by} choice of {task} x {optimizer} has no {key}")
+    return float(chosen.get(key, default))
+
+
 def _scaled_lr(effective_lr, momentum) -> float:
     """``${scaled_lr:eff,momentum}``: the lr whose momentum step equals GD at ``eff``,
     eff * (1 - momentum) (the buffer of a slowly varying gradient g sums to g / (1 - momentum))."""
@@ -254,7 +270,7 @@ def _scaled_lr(effective_lr, momentum) -> float:
 
 def register_resolvers() -> None:
     """Register the config's resolvers with OmegaConf (idempotent)."""
-    for name, fn in (("tuned_trial", tuned_trial), ("classic", theory.classic),
+    for name, fn in (("tuned_trial", tuned_trial), ("tuned_value", tuned_value), ("classic", theory.classic),
                      ("scaled_lr", _scaled_lr)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .schedules import Schedules
 from .tasks import Data, Split, Task
 from .train_config import TrainConfig
 
@@ -158,6 +159,7 @@ def fit_members(
     # A fixed subset (the first examples of the already-shuffled split): the same for every run.
     eval_splits = {"train": Split(train.x[:ets], train.y[:ets]), **data.evaluation_splits()}
     watch = _Stopwatch(train.x.device)
+    schedules = Schedules(tc.lr_schedule, tc.momentum_schedule, total_steps)
     finals: list[dict[str, float]] = [{} for _ in range(k_members)]
     outcomes: list[Outcome | None] = [None] * k_members  # set when a member stops early
     step = 0
@@ -209,6 +211,8 @@ def fit_members(
             loss, per_member = members.losses(x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if schedules.active():
+                schedules.apply(optimizer, step)
             optimizer.step()
             if tc.epoch_decay:
                 _article_decay_step(members.module, optimizer, tc.epoch_decay, epoch)

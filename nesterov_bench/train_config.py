@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .schedules import LR, MOMENTUM, check
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop early after this many steps (None = the epochs budget)
     epoch_decay: float = 0.0  # the second article's per-step decay, reproduced as written (0 = off)
     evals_per_epoch: int = 1  # evaluations spread evenly over each epoch (finer time-to-target curves)
+    lr_schedule: dict | None = None  # None = constant (schedules.py)
+    momentum_schedule: dict | None = None  # None = constant
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -48,7 +51,9 @@ class TrainConfig:
         if isinstance(decay, bool) or not isinstance(decay, int | float) or not math.isfinite(decay):
             raise ConfigError(f"train.epoch_decay must be a number, got {decay!r}")
         return cls(d["epochs"], bs, d["log_every"], d["eval_every"], d.get("eval_train_size"),
-                   d["eval_batch_size"], d.get("max_steps"), float(decay), d.get("evals_per_epoch", 1))
+                   d["eval_batch_size"], d.get("max_steps"), float(decay), d.get("evals_per_epoch", 1),
+                   check("lr_schedule", d.get("lr_schedule"), LR),
+                   check("momentum_schedule", d.get("momentum_schedule"), MOMENTUM))
 
     def check_against(self, n_train: int) -> None:
         """Refuse a batch larger than the training split (it would silently become full batch)."""
