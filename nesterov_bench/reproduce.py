@@ -1,5 +1,6 @@
-"""Rebuild a profile's results in order: tune -> select -> final -> the articles' recipes and the
-quadratic-theory runs -> the analysis (tables, figures and numbers) -> the PDF where LaTeX is installed.
+"""Rebuild a profile's results in order: tune -> select -> final -> the articles' recipes, the
+quadratic-theory, noise-floor and schedule runs -> the analysis (tables, figures and numbers) -> the PDF
+where LaTeX is installed.
 
     python -m nesterov_bench.reproduce [--profile quick] [--results results] [--launcher local] [KEY=VALUE]
 
@@ -47,7 +48,8 @@ from .tasks import TASKS
 DEFAULT_PROFILE = "quick"  # runs on a 2-core CPU in under an hour; paper needs a GPU and CIFAR-10
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
-RECIPES = ("seed000_linreg", "seed002_mnist", "quadratic_theory", "noise_floor")
+RECIPES = ("seed000_linreg", "seed002_mnist", "quadratic_theory", "noise_floor", "schedule_forms",
+           "schedule_forms_quadratic")
 SMOKE_RECIPE_BUDGET = ["train.max_steps=20"]
 
 
@@ -121,11 +123,13 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
             base = [o for o in st.overrides if not o.startswith("hydra/")]
             if st.name == "final":  # its trial comes from the tuned file, which may not exist yet
                 base = [*base, "trial=0"]
+            if st.name.startswith("schedule_forms"):  # so do its lr and momentum
+                base = [*base, "optimizer.lr=1.0", "optimizer.momentum=0.9"]
             cfg, params = compose(base), sweeper_params(base)
             st.runs, st.stage_dir = sweep_size(base, cfg, params)
             st.modules = by_vectorizing(cfg, params)
             st.base = base
-            if st.name in ("quadratic_theory", "noise_floor"):  # their stage name (kappa=, batch=) is swept
+            if st.name.startswith(("quadratic_theory", "noise_floor", "schedule_forms")):  # stage swept
                 st.stage_dir, st.depth = st.stage_dir.parent, 4
     stages.append(Stage("analyze", []))
     return stages

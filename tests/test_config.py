@@ -50,7 +50,7 @@ def test_every_experiment_composes(tmp_path, experiment, profile):
     from nesterov_bench.store import write_json
 
     name = "default" if profile == "default" else profile
-    chosen = {"final": {"trial": 0}, "speed": {"trial": 0}}
+    chosen = {"final": {"trial": 0, "lr": 0.01}, "speed": {"trial": 0, "lr": 0.01}}
     choices = {t: dict.fromkeys(("gd", "momentum", "nesterov", "adam"), chosen) for t in TASKS}
     (tmp_path / "tuned").mkdir()
     write_json(tmp_path / "tuned" / f"{name}.json", {"choices": choices})

@@ -43,7 +43,8 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
             tables.claims_table(claims), tables.claims_detail_table(claims), tables.sensitivity_table(study)]
     if rates:
         tbls.append(tables.theory_table(study, rates))
-    tbls += [t for t in (tables.recipes_table(study), tables.noise_table(study)) if t]
+    tbls += [t for t in (tables.recipes_table(study), tables.noise_table(study), tables.schedule_table(study))
+             if t]
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

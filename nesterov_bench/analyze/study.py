@@ -86,6 +86,11 @@ class Study:
         return runs.assign(batch=runs.stage.str.removeprefix("batch=").astype(int) if len(runs) else [],
                            effective_lr=(runs.lr / (1 - runs.momentum)).round(12))
 
+    @cached_property
+    def schedules(self) -> pd.DataFrame:
+        """The schedule_forms runs: the three Nesterov forms under each learning-rate schedule (stage)."""
+        return self.part("schedules")
+
     def recipe(self, name: str) -> pd.DataFrame:
         return self.part(name, "recipe")
 

@@ -10,10 +10,12 @@ import math
 import re
 from dataclasses import dataclass, field
 
+import pandas as pd
+
 from . import measures
 from .claims import Claim, sensitivity
 from .stats import Summary, summarize
-from .study import OPT_LABEL, Study
+from .study import OPT_LABEL, TASK_ORDER, Study
 
 RAGGED = ">{{\\raggedright\\arraybackslash}}p{{{}}}"  # a paragraph column without justified spacing
 _SCI = re.compile(r"(-?\d+(?:\.\d+)?)e([+-]?)0*(\d+)")
@@ -279,3 +281,50 @@ def noise_table(study: Study) -> Table | None:
             row.append(interval(NOISE_KEY, completed(sel[sel.optimizer == opt], NOISE_KEY)))
         t.rows.append(row)
     return t
+
+
+FORMS = {"nesterov": "PyTorch", "nesterov_sutskever": "Sutskever", "nesterov_1983": "1983"}
+SCHEDULES = ("constant", "warmup_cosine", "step")
+SUBOPT_FLOOR = 1e-9  # suboptimality below this is left out of the trajectory gap
+
+
+def _gap(study: Study, runs, key: str, a: str, b: str) -> float:
+    """The largest relative difference between forms ``a`` and ``b`` of ``key`` over every evaluation,
+    paired by seed and step (0 where the trajectories are identical)."""
+    split, metric = key.split("/")
+    curves = {}
+    for form in (a, b):
+        parts = [study.metrics_of(r.Index).assign(seed=r.seed)
+                 for r in runs[runs.optimizer == form].itertuples()]
+        if not parts:
+            return math.nan
+        m = pd.concat(parts)
+        curves[form] = m[(m.split == split) & (m.metric == metric)].set_index(["seed", "step"]).value
+    x, y = curves[a].align(curves[b], join="inner")
+    if metric == "suboptimality":  # where both are above the precision floor (float32's is near 1e-11)
+        keep = (x > SUBOPT_FLOOR) & (y > SUBOPT_FLOOR)
+        x, y = x[keep], y[keep]
+    return float(((x - y).abs() / y.abs().clip(lower=1e-300)).max()) if len(x) else math.nan
+
+
+def schedule_table(study: Study) -> Table | None:
+    runs = study.schedules
+    if not len(runs):
+        return None
+    t = Table("schedule_forms", "The three forms of Nesterov's method under learning-rate schedules, at "
+                                "Nesterov's selected learning rate and momentum (profile " + study.profile
+              + "): final validation score (mean ± 95% interval over seeds) and the largest relative gap "
+                "between two forms' trajectories over every evaluation and seed (on the quadratic, run in "
+                "float64, over evaluations above 1e-9 suboptimality).",
+              ["task", "schedule", "metric", *FORMS.values(), "gap PyTorch/Sutskever", "gap Sutskever/1983"],
+              align="lll" + "r" * 5)
+    for task in [t for t in TASK_ORDER if t in set(runs.task)]:
+        key = study.select_key(task)
+        for schedule in [s for s in SCHEDULES if s in set(runs.stage)]:
+            sel = runs[(runs.task == task) & (runs.stage == schedule)]
+            t.rows.append([task, schedule.replace("_", " "), unit(key),
+                           *[interval(key, completed(sel[sel.optimizer == f], key)) for f in FORMS],
+                           f"{_gap(study, sel, key, 'nesterov', 'nesterov_sutskever'):.2g}",
+                           f"{_gap(study, sel, key, 'nesterov_sutskever', 'nesterov_1983'):.2g}"])
+    return t
+
