@@ -3,9 +3,9 @@
 ``compose(overrides)`` composes ``conf/config.yaml`` as the command line would (Hydra's multi-line
 errors become one-line ``ConfigError``s that say what to change); ``resolve(cfg)`` validates a
 composed config into ``Settings`` -- everything a run needs, nothing touched on disk. The resolvers
-(``${tuned_trial:}``, ``${tuned_value:}``, ``${classic:}``, ``${scaled_lr:}``) are registered by
-``register_resolvers``, which ``compose`` and the command line call: importing a module registers
-nothing.
+(``${tuned_trial:}``, ``${tuned_value:}``, ``${classic:}``, ``${scaled_lr:}``, ``${stability_lrs:}``) are
+registered by ``register_resolvers``, which ``compose`` and the command line call: importing a module
+registers nothing.
 """
 
 from __future__ import annotations
@@ -262,6 +262,13 @@ def tuned_value(results_dir: str, name: str, task: str, optimizer: str, key: str
     return float(chosen.get(key, default))
 
 
+def stability_lrs(mu, kappa) -> list[float]:
+    """``${stability_lrs:mu,kappa}``: 16 learning rates c / L, c = 2^(k/3) from 0.25 to 8 (L = kappa mu):
+    a grid over every stability limit of GD, heavy ball and Nesterov (``theory.stability_limit``)."""
+    L = float(kappa) * float(mu)
+    return [2.0 ** (k / 3) / L for k in range(-6, 10)]
+
+
 def _scaled_lr(effective_lr, momentum) -> float:
     """``${scaled_lr:eff,momentum}``: the lr whose momentum step equals GD at ``eff``,
     eff * (1 - momentum) (the buffer of a slowly varying gradient g sums to g / (1 - momentum))."""
@@ -271,6 +278,6 @@ def _scaled_lr(effective_lr, momentum) -> float:
 def register_resolvers() -> None:
     """Register the config's resolvers with OmegaConf (idempotent)."""
     for name, fn in (("tuned_trial", tuned_trial), ("tuned_value", tuned_value), ("classic", theory.classic),
-                     ("scaled_lr", _scaled_lr)):
+                     ("stability_lrs", stability_lrs), ("scaled_lr", _scaled_lr)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

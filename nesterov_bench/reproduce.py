@@ -49,7 +49,7 @@ DEFAULT_PROFILE = "quick"  # runs on a 2-core CPU in under an hour; paper needs 
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
 RECIPES = ("seed000_linreg", "seed002_mnist", "quadratic_theory", "noise_floor", "schedule_forms",
-           "schedule_forms_quadratic")
+           "schedule_forms_quadratic", "stability_map")
 SMOKE_RECIPE_BUDGET = ["train.max_steps=20"]
 
 
@@ -129,7 +129,8 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
             st.runs, st.stage_dir = sweep_size(base, cfg, params)
             st.modules = by_vectorizing(cfg, params)
             st.base = base
-            if st.name.startswith(("quadratic_theory", "noise_floor", "schedule_forms")):  # stage swept
+            if st.name.startswith(("quadratic_theory", "noise_floor", "schedule_forms", "stability")):
+                # their stage (kappa=, batch=, the schedule) is swept
                 st.stage_dir, st.depth = st.stage_dir.parent, 4
     stages.append(Stage("analyze", []))
     return stages

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,3 +67,13 @@ def test_measured_stability_boundary_is_within_one_grid_step_of_theory(tmp_path,
     limit = theory.stability_limit(method, momentum)
     assert below < limit < above, (below, limit, above)
     assert above / below == pytest.approx(STEP)
+
+
+def test_measured_limits_bracket_the_first_divergence_of_each_momentum_row():
+    """The analysis's reading of a stability map (analyze/quadratic.py): per momentum, the last stable lr L
+    before the first diverged one, and that one."""
+    from nesterov_bench.analyze.quadratic import measured_limits
+    grid = pd.DataFrame({"momentum": [0.5] * 4 + [0.9] * 4, "x": [1, 2, 4, 8] * 2,
+                         "diverged": [False, False, True, True, False, True, False, True]})
+    assert measured_limits(grid) == {0.5: (2.0, 4.0), 0.9: (1.0, 2.0)}  # a stable island after a divergence
+    assert measured_limits(grid[grid.momentum == 0.5].assign(diverged=False)) == {0.5: (8.0, math.inf)}

@@ -55,7 +55,7 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
         figs = tmp / "figures"
         made = [*figures.curves(study, figs), *figures.sensitivity(study, figs), *figures.ttt(study, figs),
                 *figures.profile(study, figs), *figures.quadratic_fig(study, figs, rates),
-                *figures.noise_floor(study, figs)]
+                *figures.noise_floor(study, figs), *figures.stability(study, figs)]
         num = numbers.collect(study, claims, rates, len(loaded.skipped))
         (tmp / "numbers.tex").write_text(numbers.latex(num))
         (tmp / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in loaded.skipped))

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
+from .. import theory  # noqa: E402
 from . import measures, quadratic  # noqa: E402
 from .stats import LEVEL  # noqa: E402
 from .stats import summarize as summarize_values  # noqa: E402
@@ -276,3 +277,44 @@ def noise_floor(study: Study, out: Path) -> list[Path]:
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     return save(fig, out, "noise_floor")
+
+
+def stability(study: Study, out: Path) -> list[Path]:
+    """Stability maps on the quadratic: per optimizer (rows) and kappa (columns), the median over seeds of
+    log10(final / initial suboptimality) over lr L x momentum; diverged cells grey; black ticks at the exact
+    boundary (theory.stability_limit)."""
+    runs = study.stability
+    if not len(runs):
+        return []
+    kappas = sorted(runs.kappa.unique())
+    opts = [o for o in ("momentum", "nesterov") if o in set(runs.optimizer)]
+    fig, axes = plt.subplots(len(opts), len(kappas), figsize=(3.2 * len(kappas), 2.6 * len(opts)),
+                             squeeze=False)
+    for i, opt in enumerate(opts):
+        for j, kappa in enumerate(kappas):
+            ax = axes[i, j]
+            grid = quadratic.stability_grid(study, runs[(runs.optimizer == opt) & (runs.kappa == kappa)])
+            xs, mus = sorted(grid.x.unique()), sorted(grid.momentum.unique())
+            ratio = xs[1] / xs[0] if len(xs) > 1 else 2.0
+            edges = [x / ratio ** 0.5 for x in xs] + [xs[-1] * ratio ** 0.5]
+            values = grid.pivot(index="momentum", columns="x", values="log_ratio").reindex(index=mus,
+                                                                                          columns=xs)
+            bad = grid.pivot(index="momentum", columns="x", values="diverged").reindex(index=mus, columns=xs)
+            mesh = ax.pcolormesh(edges, np.arange(len(mus) + 1), values.to_numpy(float), cmap="viridis_r",
+                                 vmin=-30, vmax=0, shading="flat")
+            ax.pcolormesh(edges, np.arange(len(mus) + 1), np.where(bad.to_numpy(bool), 1.0, np.nan),
+                          cmap="Greys", vmin=0, vmax=2, shading="flat")
+            for k, mu in enumerate(mus):
+                limit = theory.stability_limit(opt, mu)
+                ax.plot([limit, limit], [k + 0.1, k + 0.9], color="black", lw=1.6)
+            ax.set_xscale("log")
+            ticks = [t for t in (0.25, 0.5, 1, 2, 4, 8) if edges[0] <= t <= edges[-1]]
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_yticks(np.arange(len(mus)) + 0.5, [f"{m:g}" for m in mus])
+            ax.set_title(f"{OPT_LABEL[opt]}, kappa = {kappa:g}", fontsize=9)
+            ax.set_xlabel("lr x L")
+            ax.set_ylabel("momentum")
+            fig.colorbar(mesh, ax=ax, label="log10 final/initial", fraction=0.05)
+    fig.tight_layout()
+    return save(fig, out, "stability")

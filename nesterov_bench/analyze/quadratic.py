@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .. import theory
 from . import measures
@@ -79,3 +80,33 @@ def predicted_rate(task_cfg: dict, method: str, lr: float, momentum: float) -> f
         return math.nan
     eig = theory.spectrum(task_cfg["mu"], task_cfg["kappa"], task_cfg["dim"], task_cfg["spectrum"])
     return theory.rate(method, eig, lr, momentum)
+
+
+def stability_grid(study, runs) -> pd.DataFrame:
+    """The stability map of one (kappa, optimizer): one row per (lr L, momentum) with the median over seeds
+    of log10(final / initial suboptimality) and whether any seed diverged (non-finite, or ended above
+    where it started)."""
+    rows = []
+    for r in runs.itertuples():
+        cfg = task_config(r.path)
+        sub = study.metrics_of(r.Index)
+        sub = sub[sub.metric == "suboptimality"].sort_values("step").value.to_numpy()
+        first, last = (sub[0], sub[-1]) if len(sub) else (math.nan, math.nan)
+        grew = r.status != "completed" or not math.isfinite(last) or last > first
+        rows.append({"x": r.lr * cfg["kappa"] * cfg["mu"], "momentum": r.momentum, "diverged": grew,
+                     "log_ratio": math.log10(max(last, 1e-300) / first) if not grew else math.nan})
+    grid = pd.DataFrame(rows)
+    return grid.groupby(["momentum", "x"]).agg(diverged=("diverged", "any"), seeds=("diverged", "size"),
+                                               log_ratio=("log_ratio", "median")).reset_index()
+
+
+def measured_limits(grid: pd.DataFrame) -> dict[float, tuple[float, float]]:
+    """Per momentum: (last lr L before the first diverged point, the first diverged lr L)."""
+    out = {}
+    for mu, g in grid.groupby("momentum"):
+        g = g.sort_values("x")
+        bad = g[g.diverged]
+        first = float(bad.x.iloc[0]) if len(bad) else math.inf
+        good = g[(g.x < first) & ~g.diverged]
+        out[float(mu)] = (float(good.x.iloc[-1]) if len(good) else 0.0, first)
+    return out

@@ -91,6 +91,11 @@ class Study:
         """The schedule_forms runs: the three Nesterov forms under each learning-rate schedule (stage)."""
         return self.part("schedules")
 
+    @cached_property
+    def stability(self) -> pd.DataFrame:
+        """The stability_map runs (the quadratic over lr x momentum, per kappa)."""
+        return self.part("stability")
+
     def recipe(self, name: str) -> pd.DataFrame:
         return self.part(name, "recipe")
 
