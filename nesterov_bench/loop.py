@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -83,6 +84,14 @@ def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """``t[idx]`` (idx of shape (B,) or (K, B)), through ``index_select``: the same values, about
     2.5x faster than advanced indexing for a mini-batch of MNIST on a CPU."""
     return t.index_select(0, idx.reshape(-1)).view(*idx.shape, *t.shape[1:])
+
+
+def _add_gradient_noise(members: Members, factor: torch.Tensor, generators: list[torch.Generator]) -> None:
+    """Add xi_k = F z_k (z_k ~ N(0, I) from member k's generator, drawn in float64 on the CPU) to member
+    k's gradient: the one parameter of a model (the quadratic's x), (1, d), or stacked, (K, 1, d)."""
+    (p,) = list(members.module.parameters())
+    z = torch.stack([torch.randn(factor.shape[0], generator=g, dtype=torch.float64) for g in generators])
+    p.grad.add_((z @ factor.T).to(p.grad.device, p.grad.dtype).view_as(p.grad))
 
 
 def fit(
@@ -160,6 +169,10 @@ def fit_members(
     eval_splits = {"train": Split(train.x[:ets], train.y[:ets]), **data.evaluation_splits()}
     watch = _Stopwatch(train.x.device)
     schedules = Schedules(tc.lr_schedule, tc.momentum_schedule, total_steps)
+    # gradient noise (the noisy quadratic): member k's own stream, seeded from its batch-order seed
+    noise = None if data.grad_noise is None else [
+        torch.Generator().manual_seed(int(np.random.SeedSequence([g.initial_seed(), 2]).generate_state(1)[0]))
+        for g in batch_generators]
     finals: list[dict[str, float]] = [{} for _ in range(k_members)]
     outcomes: list[Outcome | None] = [None] * k_members  # set when a member stops early
     step = 0
@@ -211,6 +224,8 @@ def fit_members(
             loss, per_member = members.losses(x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if noise is not None:
+                _add_gradient_noise(members, data.grad_noise, noise)
             if schedules.active():
                 schedules.apply(optimizer, step)
             optimizer.step()

@@ -63,6 +63,42 @@ def stability_limit(method: str, momentum: float = 0.0) -> float:
     raise ValueError(f"no linear theory for {method!r}")
 
 
+def noise_input(method: str, lr: float, momentum: float = 0.0) -> np.ndarray:
+    """How additive gradient noise xi enters a mode's state ``(e, b)``: the step's coefficient on the
+    gradient. GD: e -= lr xi; heavy ball: e -= lr xi, b += xi; Nesterov: e -= lr (1 + mu) xi, b += xi."""
+    if method == "gd":
+        return np.array([-lr])
+    if method == "momentum":
+        return np.array([-lr, 1.0])
+    if method == "nesterov":
+        return np.array([-lr * (1 + momentum), 1.0])
+    raise ValueError(f"no linear theory for {method!r}")
+
+
+def expected_suboptimality(method: str, eigenvalues, lr: float, momentum: float, steps: int,
+                           mean0, var0, noise_var) -> np.ndarray:
+    """E[f(x_k) - f*], k = 0..steps, on a quadratic with additive gradient noise: g = H (x - x*) + xi,
+    xi independent across steps, with variance ``noise_var`` along each eigenvector (sigma^2 lam for
+    covariance sigma^2 H; sigma^2 for sigma^2 I), from x_0 - x* of mean ``mean0`` and variance ``var0`` per
+    eigen-direction (buffers start at 0). Each mode's state s = (e, b) obeys s' = A s + B xi (A:
+    ``iteration_matrix``, B: ``noise_input``), so its mean m' = A m and its second moment
+    S' = A S A^T + noise_var B B^T evolve exactly; E[f - f*] = 1/2 sum lam (S_ee)."""
+    lam = np.asarray(eigenvalues, dtype=float)
+    a = np.stack([iteration_matrix(method, x, lr, momentum) for x in lam])  # (d, n, n)
+    b = noise_input(method, lr, momentum)
+    n = a.shape[1]
+    m = np.zeros((len(lam), n))
+    m[:, 0] = mean0
+    s = np.einsum("di,dj->dij", m, m)
+    s[:, 0, 0] += var0
+    bb = np.outer(b, b)[None] * np.asarray(noise_var, dtype=float)[:, None, None]
+    out = [0.5 * float(lam @ s[:, 0, 0])]
+    for _ in range(steps):
+        s = np.einsum("dij,djk,dlk->dil", a, s, a) + bb
+        out.append(0.5 * float(lam @ s[:, 0, 0]))
+    return np.asarray(out)
+
+
 def spectrum(mu: float, kappa: float, dim: int, kind: str = "linear") -> np.ndarray:
     """The eigenvalues of the ``quadratic`` task (the same spacing as tasks/synthetic.py)."""
     L = kappa * mu

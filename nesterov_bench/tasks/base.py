@@ -48,6 +48,9 @@ class Data:
     test: Split | None = None
     truth: dict[str, float] = field(default_factory=dict)
     optimum: Optimum | None = None
+    #: additive gradient noise: the factor F (float64, CPU) of xi = F z, z ~ N(0, I), added to the
+    #: gradient at every step (the noisy quadratic); None without
+    grad_noise: Tensor | None = None
 
     def evaluation_splits(self) -> dict[str, Split]:
         return {k: s for k, s in (("val", self.val), ("test", self.test)) if s is not None}

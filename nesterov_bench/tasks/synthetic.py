@@ -74,10 +74,12 @@ class Quadratic(Task):
         "noise_std": float,
         "data_seed": int,
         "dtype": str,
+        "grad_noise": (float, int, type(None)),
+        "grad_noise_cov": (str, type(None)),
     }
 
     def __init__(self, cfg: Mapping[str, Any]):
-        super().__init__(cfg)
+        super().__init__({"grad_noise": None, "grad_noise_cov": None, **cfg})  # (runs made before them)
         c = self.cfg
         if c["dim"] < 1 or c["rows"] < c["dim"]:
             raise ConfigError(f"task.rows must be >= task.dim >= 1, got rows={c['rows']}, dim={c['dim']}")
@@ -89,6 +91,10 @@ class Quadratic(Task):
             raise ConfigError(f"task.spectrum must be linear or log, got {c['spectrum']!r}")
         if c["dtype"] not in ("float32", "float64"):
             raise ConfigError(f"task.dtype must be float32 or float64, got {c['dtype']!r}")
+        if c.get("grad_noise") is not None and not (c["grad_noise"] >= 0 and math.isfinite(c["grad_noise"])):
+            raise ConfigError(f"task.grad_noise must be a number >= 0 or null, got {c['grad_noise']}")
+        if c.get("grad_noise_cov") not in (None, "hessian", "identity"):
+            raise ConfigError(f"task.grad_noise_cov must be hessian or identity, got {c['grad_noise_cov']!r}")
         self.dtype = getattr(torch, c["dtype"])
         self.mu = float(c["mu"])
         self.L = float(c["kappa"]) * self.mu
@@ -112,7 +118,14 @@ class Quadratic(Task):
         optimum = Optimum(x_star=x_star.to(device, self.dtype),
                           hessian=(v @ torch.diag(lam) @ v.T).to(device, self.dtype),
                           f_star=0.5 * torch.mean((m @ x_star - y) ** 2).item())
-        return Data(Split(m.to(device, self.dtype), y.to(device, self.dtype)), optimum=optimum)
+        sigma = self.cfg.get("grad_noise") or 0.0
+        noise = None
+        if sigma > 0:  # xi = F z, z ~ N(0, I): covariance sigma^2 H (hessian) or sigma^2 I (identity)
+            identity = self.cfg.get("grad_noise_cov") == "identity"
+            root = torch.eye(d, dtype=torch.float64) if identity else v @ torch.diag(lam.sqrt()) @ v.T
+            noise = sigma * root
+        return Data(Split(m.to(device, self.dtype), y.to(device, self.dtype)), optimum=optimum,
+                    grad_noise=noise)
 
     def build_model(self) -> nn.Module:
         model = nn.Linear(self.cfg["dim"], 1, bias=False, dtype=self.dtype)
