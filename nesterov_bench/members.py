@@ -52,7 +52,8 @@ def member_configs(cfg: dict) -> list[dict]:
     seeds, lrs, trials = spec.get("seeds"), spec.get("lrs"), spec.get("trials")
     if lrs is not None and trials is not None:
         raise ConfigError("members.lrs and members.trials both name the learning rates: set one")
-    size = math.prod(len(v) for v in (cfg.get("space") or {}).values()) if cfg.get("space") else 0
+    space = cfg.get("space") or {}
+    size = math.prod(len(v) for v in space.values()) if space else 0
     checks = [("seeds", seeds, "non-negative integers",
                lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
               ("lrs", lrs, "positive numbers", lambda v: isinstance(v, int | float)
