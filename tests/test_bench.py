@@ -87,7 +87,8 @@ def test_gpu_check_plumbing_on_the_cpu(tmp_path):
     """--allow-cpu --quick runs every section's code on a CPU (the numbers mean nothing): each section
     reports ok and its fields, so a GPU node's one run is not spent on a typo."""
     proc = _gpu_check("--allow-cpu", "--quick", "--out", str(tmp_path), "--sections",
-                      "correctness,per_step,baseline", timeout=900)
+                      "correctness,per_step,baseline", "--data-source", str(REPO.parent / "shared" / "data"),
+                      timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_plumbing.json").read_text())
     sections = report["sections"]
