@@ -371,7 +371,8 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=420.0, help="the baseline's epochs fit in what is left")
     ap.add_argument("--data-root", default=str(REPO / "data"))
     bundled = REPO / "gpu_bundle" / "data"  # make gpu-bundle's copy; else the suite's offline mirror
-    ap.add_argument("--data-source", default=str(bundled if bundled.is_dir() else REPO.parent / "shared" / "data"))
+    ap.add_argument("--data-source",
+                    default=str(bundled if bundled.is_dir() else REPO.parent / "shared" / "data"))
     ap.add_argument("--sections", default="correctness,per_step,throughput,baseline")
     ap.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="a few steps each: plumbing only")
