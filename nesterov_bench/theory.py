@@ -99,6 +99,29 @@ def expected_suboptimality(method: str, eigenvalues, lr: float, momentum: float,
     return np.asarray(out)
 
 
+def fastest_under_noise(method: str, eigenvalues, settings: list[tuple[float, float]], max_steps: int,
+                        var0: float, noise_var, target: float) -> tuple[float, float, float]:
+    """The fewest steps any of ``settings`` ((lr, momentum) pairs, tried together) needs for the exact
+    expected suboptimality (``expected_suboptimality``, from x_0 - x* of mean 0 and variance ``var0``) to
+    reach ``target``; (steps, lr, momentum) of the fastest, steps = inf when none does in ``max_steps``."""
+    lam = np.asarray(eigenvalues, dtype=float)
+    a = np.stack([[iteration_matrix(method, x, lr, mu) for x in lam] for lr, mu in settings])  # (C, d, n, n)
+    b = np.stack([noise_input(method, lr, mu) for lr, mu in settings])  # (C, n)
+    n = a.shape[-1]
+    s = np.zeros(a.shape[:2] + (n, n))
+    s[..., 0, 0] = var0
+    bb = np.einsum("ci,cj->cij", b, b)[:, None] * np.asarray(noise_var, dtype=float)[None, :, None, None]
+    steps = np.full(len(settings), np.inf)
+    for k in range(1, max_steps + 1):
+        s = np.einsum("cdij,cdjk,cdlk->cdil", a, s, a) + bb
+        f = 0.5 * s[..., 0, 0] @ lam
+        steps[np.isinf(steps) & (f <= target)] = k
+        if np.isfinite(steps).any() and k > steps.min():
+            break
+    best = int(np.argmin(steps))
+    return float(steps[best]), *settings[best]
+
+
 def spectrum(mu: float, kappa: float, dim: int, kind: str = "linear") -> np.ndarray:
     """The eigenvalues of the ``quadratic`` task (the same spacing as tasks/synthetic.py)."""
     L = kappa * mu

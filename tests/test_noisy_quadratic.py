@@ -74,3 +74,21 @@ def test_without_noise_the_recursion_is_the_deterministic_rate():
     f = theory.expected_suboptimality("nesterov", lam, 0.05, 0.5, 200, np.ones(5), 0.0, np.zeros(5))
     rho = theory.rate("nesterov", lam, 0.05, 0.5)
     assert f[-1] / f[-51] == pytest.approx(rho ** 100, rel=0.2)  # f contracts by the rate squared
+
+
+def test_fastest_under_noise_finds_the_one_step_setting_and_reports_the_unreachable():
+    lam = np.array([1.0])
+    steps, lr, _ = theory.fastest_under_noise("gd", lam, [(0.5, 0.0), (1.0, 0.0)], 10, 1.0, np.zeros(1),
+                                              1e-12)
+    assert (steps, lr) == (1.0, 1.0)  # lr = 1/lambda lands on x* in one step
+    noisy = theory.fastest_under_noise("gd", lam, [(1.0, 0.0)], 10, 1.0, np.ones(1), 1e-3)
+    assert noisy[0] == float("inf")  # the noise floor (0.5 lr^2 sigma^2 = 0.5) lies above the target
+
+
+def test_the_speedup_vanishes_where_the_table_says():
+    from nesterov_bench.analyze.noisy import vanishing_sigma
+    row = lambda s, gd, n: {"sigma": s, "gd": {"steps": gd}, "nesterov": {"steps": n}}  # noqa: E731
+    data = {"settings": {"vanish": 1.1}, "rows": [row(0, 100, 40), row(0.1, 100, 80), row(0.2, 100, 95)]}
+    assert vanishing_sigma(data) == 0.2
+    data["rows"][1] = row(0.1, float("inf"), float("inf"))  # neither reaches the target: no speed-up
+    assert vanishing_sigma(data) == 0.1

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..store import write_atomic
 from . import claims as claims_mod
-from . import figures, numbers, quadratic, tables
+from . import figures, noisy, numbers, quadratic, tables
 from .load import load
 from .outputs import destinations, paper_profile
 from .study import Study, choose_profile
@@ -45,6 +45,8 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
         tbls.append(tables.theory_table(study, rates))
     tbls += [t for t in (tables.recipes_table(study), tables.noise_table(study), tables.schedule_table(study))
              if t]
+    noisy_q = noisy.results(study.cfg["noisy_quadratic"], results)
+    tbls.append(tables.noisy_table(noisy_q))
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -56,7 +58,7 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
         made = [*figures.curves(study, figs), *figures.sensitivity(study, figs), *figures.ttt(study, figs),
                 *figures.profile(study, figs), *figures.quadratic_fig(study, figs, rates),
                 *figures.noise_floor(study, figs), *figures.stability(study, figs)]
-        num = numbers.collect(study, claims, rates, len(loaded.skipped))
+        num = {**numbers.collect(study, claims, rates, len(loaded.skipped)), **numbers.noisy_numbers(noisy_q)}
         (tmp / "numbers.tex").write_text(numbers.latex(num))
         (tmp / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in loaded.skipped))
         _swap(tmp, out)

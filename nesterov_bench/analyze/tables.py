@@ -328,3 +328,25 @@ def schedule_table(study: Study) -> Table | None:
                            f"{_gap(study, sel, key, 'nesterov_sutskever', 'nesterov_1983'):.2g}"])
     return t
 
+
+
+def noisy_table(data: dict) -> Table:
+    """The noisy quadratic in closed form (analyze/noisy.py): steps to the target per noise level."""
+    from .noisy import METHODS, speedup
+    c = data["settings"]
+    t = Table("noisy_quadratic", f"Does acceleration survive gradient noise? Exact expected steps for "
+                                 f"E[f - f*] to fall to {c['target']:g} of its start on a quadratic (kappa = "
+                                 f"{c['kappa']:g}, d = {c['dim']}) with additive gradient noise of "
+                                 "covariance sigma^2 H, each method at the best point of its joint tuning "
+                                 "space (lr; momentum); -- : not within " + str(c["max_steps"]) + " steps.",
+              ["sigma", *[OPT_LABEL[m] for m in METHODS], "speed-up vs GD", "vs heavy ball"], align="r" * 6)
+    for row in data["rows"]:
+        cells = [f"{row['sigma']:g}"]
+        for m in METHODS:
+            r = row[m]
+            hp = f"{r['lr']:g}" + (f"; {r['momentum']:g}" if m != "gd" else "")
+            cells.append(f"{r['steps']:.0f} ({hp})" if math.isfinite(r["steps"]) else "--")
+        ups = (speedup(row, "gd"), speedup(row, "momentum"))
+        cells += [f"{x:.2f}" if math.isfinite(x) else "--" for x in ups]
+        t.rows.append(cells)
+    return t
