@@ -83,20 +83,8 @@ def expected_suboptimality(method: str, eigenvalues, lr: float, momentum: float,
     eigen-direction (buffers start at 0). Each mode's state s = (e, b) obeys s' = A s + B xi (A:
     ``iteration_matrix``, B: ``noise_input``), so its mean m' = A m and its second moment
     S' = A S A^T + noise_var B B^T evolve exactly; E[f - f*] = 1/2 sum lam (S_ee)."""
-    lam = np.asarray(eigenvalues, dtype=float)
-    a = np.stack([iteration_matrix(method, x, lr, momentum) for x in lam])  # (d, n, n)
-    b = noise_input(method, lr, momentum)
-    n = a.shape[1]
-    m = np.zeros((len(lam), n))
-    m[:, 0] = mean0
-    s = np.einsum("di,dj->dij", m, m)
-    s[:, 0, 0] += var0
-    bb = np.outer(b, b)[None] * np.asarray(noise_var, dtype=float)[:, None, None]
-    out = [0.5 * float(lam @ s[:, 0, 0])]
-    for _ in range(steps):
-        s = np.einsum("dij,djk,dlk->dil", a, s, a) + bb
-        out.append(0.5 * float(lam @ s[:, 0, 0]))
-    return np.asarray(out)
+    losses = _expected_losses(method, eigenvalues, [(lr, momentum)], mean0, var0, noise_var)
+    return np.asarray([next(losses)[0] for _ in range(steps + 1)])
 
 
 def fastest_under_noise(method: str, eigenvalues, settings: list[tuple[float, float]], max_steps: int,
@@ -104,22 +92,32 @@ def fastest_under_noise(method: str, eigenvalues, settings: list[tuple[float, fl
     """The fewest steps any of ``settings`` ((lr, momentum) pairs, tried together) needs for the exact
     expected suboptimality (``expected_suboptimality``, from x_0 - x* of mean 0 and variance ``var0``) to
     reach ``target``; (steps, lr, momentum) of the fastest, steps = inf when none does in ``max_steps``."""
-    lam = np.asarray(eigenvalues, dtype=float)
-    a = np.stack([[iteration_matrix(method, x, lr, mu) for x in lam] for lr, mu in settings])  # (C, d, n, n)
-    b = np.stack([noise_input(method, lr, mu) for lr, mu in settings])  # (C, n)
-    n = a.shape[-1]
-    s = np.zeros(a.shape[:2] + (n, n))
-    s[..., 0, 0] = var0
-    bb = np.einsum("ci,cj->cij", b, b)[:, None] * np.asarray(noise_var, dtype=float)[None, :, None, None]
+    losses = _expected_losses(method, eigenvalues, settings, 0.0, var0, noise_var)
+    next(losses)  # k = 0
     steps = np.full(len(settings), np.inf)
     for k in range(1, max_steps + 1):
-        s = np.einsum("cdij,cdjk,cdlk->cdil", a, s, a) + bb
-        f = 0.5 * s[..., 0, 0] @ lam
-        steps[np.isinf(steps) & (f <= target)] = k
+        steps[np.isinf(steps) & (next(losses) <= target)] = k
         if np.isfinite(steps).any() and k > steps.min():
             break
     best = int(np.argmin(steps))
     return float(steps[best]), *settings[best]
+
+
+def _expected_losses(method: str, eigenvalues, settings: list[tuple[float, float]], mean0, var0, noise_var):
+    """Yield E[f - f*] of every (lr, momentum) in ``settings`` (shape (C,)) at k = 0, 1, 2, ...: the
+    second-moment recursion of ``expected_suboptimality``, for several settings at once."""
+    lam = np.asarray(eigenvalues, dtype=float)
+    a = np.stack([[iteration_matrix(method, x, lr, mu) for x in lam] for lr, mu in settings])  # (C, d, n, n)
+    b = np.stack([noise_input(method, lr, mu) for lr, mu in settings])  # (C, n)
+    m = np.zeros((len(lam), a.shape[-1]))
+    m[:, 0] = mean0
+    s0 = np.einsum("di,dj->dij", m, m)
+    s0[:, 0, 0] += var0
+    s = np.broadcast_to(s0, a.shape).copy()
+    bb = np.einsum("ci,cj->cij", b, b)[:, None] * np.asarray(noise_var, dtype=float)[None, :, None, None]
+    while True:
+        yield 0.5 * s[..., 0, 0] @ lam
+        s = np.einsum("cdij,cdjk,cdlk->cdil", a, s, a) + bb
 
 
 def spectrum(mu: float, kappa: float, dim: int, kind: str = "linear") -> np.ndarray:
