@@ -31,12 +31,13 @@ def settings_space(method: str) -> list[tuple[float, float]]:
 def compute(cfg: dict) -> dict:
     lam = theory.spectrum(cfg["mu"], cfg["kappa"], cfg["dim"])
     target = cfg["target"] * 0.5 * float(lam.sum()) * cfg["var0"]
+    spaces = {m: settings_space(m) for m in METHODS}
     rows = []
     with np.errstate(all="ignore"):  # the space's diverging points overflow; they never reach the target
         for sigma in cfg["sigmas"]:
             row = {"sigma": sigma}
             for m in METHODS:
-                steps, lr, mu = theory.fastest_under_noise(m, lam, settings_space(m), cfg["max_steps"],
+                steps, lr, mu = theory.fastest_under_noise(m, lam, spaces[m], cfg["max_steps"],
                                                            cfg["var0"], sigma**2 * lam, target)
                 row[m] = {"steps": steps, "lr": lr, "momentum": mu}
             rows.append(row)

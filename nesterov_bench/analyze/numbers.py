@@ -13,6 +13,7 @@ import numpy as np
 from .. import theory
 from . import quadratic
 from .claims import Claim
+from .noisy import speedup, vanishing_sigma
 from .study import TASK_ORDER, Study
 from .tables import completed, decay_label, interval, lr_text, tex, unit, value
 
@@ -121,7 +122,6 @@ def latex(num: dict[str, str]) -> str:
 
 def noisy_numbers(data: dict) -> dict[str, str]:
     """The noisy quadratic's headline: the speed-up over GD without noise, and where it vanishes."""
-    from .noisy import speedup, vanishing_sigma
     rows = {r["sigma"]: r for r in data["rows"]}
     vanish = vanishing_sigma(data)
     return {"noisyq/speedup_gd_0": f"{speedup(rows[0.0], 'gd'):.2f}" if 0.0 in rows else "--",

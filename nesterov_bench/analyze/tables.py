@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import measures
 from .claims import Claim, sensitivity
+from .noisy import METHODS, speedup
 from .stats import Summary, summarize
 from .study import OPT_LABEL, TASK_ORDER, Study
 
@@ -329,10 +330,8 @@ def schedule_table(study: Study) -> Table | None:
     return t
 
 
-
 def noisy_table(data: dict) -> Table:
     """The noisy quadratic in closed form (analyze/noisy.py): steps to the target per noise level."""
-    from .noisy import METHODS, speedup
     c = data["settings"]
     t = Table("noisy_quadratic", f"Does acceleration survive gradient noise? Exact expected steps for "
                                  f"E[f - f*] to fall to {c['target']:g} of its start on a quadratic (kappa = "
