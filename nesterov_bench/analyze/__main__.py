@@ -39,6 +39,7 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
     study = Study(choose_profile(loaded.runs, name, results), loaded)
     claims = claims_mod.evaluate(study)
     rates = quadratic.theory_rates(study)
+    grids = quadratic.stability_grids(study)
     tbls = [tables.final_table(study), tables.tuned_table(study), tables.ttt_table(study),
             tables.claims_table(claims), tables.claims_detail_table(claims), tables.sensitivity_table(study)]
     if rates:
@@ -57,8 +58,9 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
         figs = tmp / "figures"
         made = [*figures.curves(study, figs), *figures.sensitivity(study, figs), *figures.ttt(study, figs),
                 *figures.profile(study, figs), *figures.quadratic_fig(study, figs, rates),
-                *figures.noise_floor(study, figs), *figures.stability(study, figs)]
-        num = {**numbers.collect(study, claims, rates, len(loaded.skipped)), **numbers.noisy_numbers(noisy_q)}
+                *figures.noise_floor(study, figs), *figures.stability(grids, figs)]
+        num = {**numbers.collect(study, claims, rates, len(loaded.skipped)),
+               **numbers.stability_numbers(study, grids), **numbers.noisy_numbers(noisy_q)}
         (tmp / "numbers.tex").write_text(numbers.latex(num))
         (tmp / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in loaded.skipped))
         _swap(tmp, out)

@@ -279,21 +279,20 @@ def noise_floor(study: Study, out: Path) -> list[Path]:
     return save(fig, out, "noise_floor")
 
 
-def stability(study: Study, out: Path) -> list[Path]:
-    """Stability maps on the quadratic: per optimizer (rows) and kappa (columns), the median over seeds of
-    log10(final / initial suboptimality) over lr L x momentum; diverged cells grey; black ticks at the exact
-    boundary (theory.stability_limit)."""
-    runs = study.stability
-    if not len(runs):
+def stability(grids: dict, out: Path) -> list[Path]:
+    """Stability maps on the quadratic (``quadratic.stability_grids``): per optimizer (rows) and kappa
+    (columns), the median over seeds of log10(final / initial suboptimality) over lr L x momentum; diverged
+    cells grey; black ticks at the exact boundary (theory.stability_limit)."""
+    if not grids:
         return []
-    kappas = sorted(runs.kappa.unique())
-    opts = [o for o in ("momentum", "nesterov") if o in set(runs.optimizer)]
+    kappas = sorted({kappa for _, kappa in grids})
+    opts = [o for o in ("momentum", "nesterov") if any(opt == o for opt, _ in grids)]
     fig, axes = plt.subplots(len(opts), len(kappas), figsize=(3.2 * len(kappas), 2.6 * len(opts)),
                              squeeze=False)
     for i, opt in enumerate(opts):
         for j, kappa in enumerate(kappas):
             ax = axes[i, j]
-            grid = quadratic.stability_grid(study, runs[(runs.optimizer == opt) & (runs.kappa == kappa)])
+            grid = grids[opt, kappa]
             xs, mus = sorted(grid.x.unique()), sorted(grid.momentum.unique())
             ratio = xs[1] / xs[0] if len(xs) > 1 else 2.0
             edges = [x / ratio ** 0.5 for x in xs] + [xs[-1] * ratio ** 0.5]

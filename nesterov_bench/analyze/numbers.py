@@ -94,24 +94,24 @@ def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dic
         num["noise/effective_lrs"] = ", ".join(f"{e:g}" for e in sorted(set(noise.effective_lr)))
         num["noise/small_batch"] = str(min(noise.batch))
         num["noise/large_eff"] = f"{max(noise.effective_lr):g}"
-    num.update(stability_numbers(study))
     return num
 
 
-def stability_numbers(study: Study) -> dict[str, str]:
-    """How often the measured divergence edge of the stability maps brackets the exact boundary: the last
-    stable and the first diverged lr L of a momentum's row lie either side of ``theory.stability_limit``."""
-    runs = study.stability
-    if not len(runs):
+def stability_numbers(study: Study, grids: dict) -> dict[str, str]:
+    """How often the measured divergence edge of the stability maps (``quadratic.stability_grids``)
+    brackets the exact boundary: the last stable and the first diverged lr L of a momentum's row lie
+    either side of ``theory.stability_limit``."""
+    if not grids:
         return {}
     rows = agree = 0
-    for (opt, _), sel in runs.groupby(["optimizer", "kappa"]):
-        for mu, (below, above) in quadratic.measured_limits(quadratic.stability_grid(study, sel)).items():
+    for (opt, _), grid in grids.items():
+        for mu, (below, above) in quadratic.measured_limits(grid).items():
             rows += 1
             agree += below < theory.stability_limit(opt, mu) < above
-    kappas = sorted(runs.kappa.unique())
+    kappas = sorted({kappa for _, kappa in grids})
     return {"stability/rows": str(rows), "stability/agree": str(agree),
-            "stability/kappas": ", ".join(f"{k:g}" for k in kappas), "stability/runs": str(len(runs))}
+            "stability/kappas": ", ".join(f"{k:g}" for k in kappas),
+            "stability/runs": str(len(study.stability))}
 
 
 def latex(num: dict[str, str]) -> str:

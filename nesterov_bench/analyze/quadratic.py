@@ -82,13 +82,20 @@ def predicted_rate(task_cfg: dict, method: str, lr: float, momentum: float) -> f
     return theory.rate(method, eig, lr, momentum)
 
 
+def stability_grids(study) -> dict[tuple[str, float], pd.DataFrame]:
+    """The stability maps of the stability_map runs, by (optimizer, kappa): read once, drawn by
+    ``figures.stability`` and counted by ``numbers.stability_numbers``."""
+    return {(opt, float(kappa)): stability_grid(study, sel)
+            for (opt, kappa), sel in study.stability.groupby(["optimizer", "kappa"])}
+
+
 def stability_grid(study, runs) -> pd.DataFrame:
     """The stability map of one (kappa, optimizer): one row per (lr L, momentum) with the median over seeds
     of log10(final / initial suboptimality) and whether any seed diverged (non-finite, or ended above
     where it started)."""
+    cfg = task_config(runs.path.iloc[0])  # one kappa and mu: the same task for every run of the map
     rows = []
     for r in runs.itertuples():
-        cfg = task_config(r.path)
         sub = study.metrics_of(r.Index)
         sub = sub[sub.metric == "suboptimality"].sort_values("step").value.to_numpy()
         first, last = (sub[0], sub[-1]) if len(sub) else (math.nan, math.nan)
