@@ -153,10 +153,15 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
     return s
 
 
+def space_size(space: Mapping[str, list]) -> int:
+    """The number of points (trials) of a tuning space: the product of its lists' lengths (0: none)."""
+    return math.prod(len(values) for values in space.values()) if space else 0
+
+
 def space_point(space: Mapping[str, list], trial: int) -> dict[str, float]:
     """Point ``trial`` of a tuning space (``{"lr": [...], "momentum": [...]}``, the product of its lists):
     the first key varies fastest, so trial = i_lr + len(lr) * i_momentum."""
-    size = math.prod(len(values) for values in space.values())
+    size = space_size(space)
     if not isinstance(trial, int) or isinstance(trial, bool) or not 0 <= trial < size:
         raise ConfigError(f"trial must be an integer in [0, {size - 1}] (the tuning space has {size} "
                           f"points), got {trial!r}")

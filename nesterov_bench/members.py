@@ -31,7 +31,7 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig
 
 from .cli import command_line
-from .config import plain, resolve, resolve_device, sweeper_params, swept_values
+from .config import plain, resolve, resolve_device, space_size, sweeper_params, swept_values
 from .errors import ConfigError
 from .population import vectorizes
 from .train import run_all
@@ -52,8 +52,7 @@ def member_configs(cfg: dict) -> list[dict]:
     seeds, lrs, trials = spec.get("seeds"), spec.get("lrs"), spec.get("trials")
     if lrs is not None and trials is not None:
         raise ConfigError("members.lrs and members.trials both name the learning rates: set one")
-    space = cfg.get("space") or {}
-    size = math.prod(len(v) for v in space.values()) if space else 0
+    size = space_size(cfg.get("space") or {})
     checks = [("seeds", seeds, "non-negative integers",
                lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
               ("lrs", lrs, "positive numbers", lambda v: isinstance(v, int | float)

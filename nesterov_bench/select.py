@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from . import CONF_DIR, store
 from .analyze.measures import score, time_to_target
-from .config import group_options, space_point
+from .config import group_options, space_point, space_size
 from .errors import ConfigError
 
 
@@ -133,7 +133,7 @@ def select(results_dir: Path, name: str) -> tuple[Path, dict, list[str]]:
     for (task, opt), recs in sorted(groups.items()):
         space = _trial(recs[0]["config"])[1]
         trials = summarize(recs, targets.get(task))
-        size = math.prod(len(v) for v in space.values())
+        size = space_size(space)
         picked = {by: choose(trials, space, by) for by in ("final", "speed")}
         choices.setdefault(task, {})[opt] = {**picked, "space": space, "trials": {
             str(t): {k: v for k, v in d.items() if k != "metric"} for t, d in trials.items()}}
