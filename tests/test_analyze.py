@@ -20,9 +20,9 @@ import pytest
 from scipy import stats as sps
 
 from nesterov_bench import store, theory
-from nesterov_bench.analyze import claims, measures, quadratic
+from nesterov_bench.analyze import claims, measures, quadratic, speed, tables, verdicts
 from nesterov_bench.analyze.load import load
-from nesterov_bench.analyze.stats import paired, summarize, welch
+from nesterov_bench.analyze.stats import paired, summarize
 from nesterov_bench.analyze.study import Study
 from nesterov_bench.analyze.tables import tex
 
@@ -101,28 +101,12 @@ def test_paired_comparison_uses_the_shared_seeds_only():
     assert s.n == 2 and s.mean == pytest.approx(1.5)
 
 
-def test_welch_interval_matches_scipy():
-    a, b = [1.0, 2.0, 3.5], [0.0, 0.4, 0.1, 0.2]
-    s = welch(a, b)
-    res = sps.ttest_ind(a, b, equal_var=False)
-    lo, hi = res.confidence_interval(0.95)
-    assert (s.low, s.high) == (pytest.approx(lo), pytest.approx(hi))
-
-
 def test_time_to_target_is_the_first_evaluation_reaching_it():
     m = pd.DataFrame({"step": [0, 10, 20, 30], "split": "val", "metric": "accuracy",
                       "value": [0.1, 0.5, 0.91, 0.95], "time_s": [0, 1, 2, 3]})
     assert measures.time_to_target(m, {"metric": "val/accuracy", "value": 0.9}) == (20.0, 2.0)
     assert all(map(math.isnan, measures.time_to_target(m, {"metric": "val/accuracy", "value": 0.99})))
 
-
-def test_good_range_width_in_decades():
-    width, lo, hi = measures.good_range([0.001, 0.01, 0.1, 1.0], [0.80, 0.95, 0.945, -math.inf],
-                                        "val/accuracy", {"relative": 0.01})
-    assert (width, lo, hi) == (pytest.approx(1.0), 0.01, 0.1)
-
-
-# --- the loader ----------------------------------------------------------------------------------
 
 def test_loader_reports_and_leaves_out_unusable_runs(tmp_path):
     root = make_store(tmp_path / "r", ALL_EQUAL, seeds=(100,))
@@ -154,41 +138,146 @@ def test_loader_reports_and_leaves_out_unusable_runs(tmp_path):
 
 # --- claims and the verdict rule -----------------------------------------------------------------
 
-def test_verdict_rule():
-    rule = {"supported_share": 0.66, "not_supported_share": 0.34}
-    assert claims.verdict([1, 1, 1], rule) == claims.SUPPORTED
-    assert claims.verdict([1, 1, 0], rule) == claims.SUPPORTED
-    assert claims.verdict([1, 1, -1], rule) == claims.MIXED  # one task against blocks "supported"
-    assert claims.verdict([1, 0, 0], rule) == claims.NOT_SUPPORTED
-    assert claims.verdict([-1, -1, -1], rule) == claims.NOT_SUPPORTED
-    assert claims.verdict([], rule) == claims.NO_DATA
+RULE = {"level": 0.95, "bootstrap_min_n": 10, "bootstrap_resamples": 2000, "power": 0.8}
+ROPE = math.log2(1.1)
 
 
-def verdicts(root: Path) -> dict[str, str]:
+def rule_verdict(per_task_values, resolution_var=0.0) -> str:
+    """The verdict of a claim whose tasks have these per-seed effects (log2 speed-ups)."""
+    effects = [verdicts.task_effect(v, ROPE, RULE, resolution_var) for v in per_task_values]
+    pooled = verdicts.pool(effects, ROPE, RULE)
+    return verdicts.verdict(pooled.outcome if pooled else verdicts.INCONCLUSIVE)
+
+
+def test_outcome_against_the_equivalence_region():
+    assert verdicts.outcome(0.2, 0.5, 0.1) == verdicts.FOR
+    assert verdicts.outcome(0.05, 0.5, 0.1) == verdicts.FOR  # above 0, not inside the region
+    assert verdicts.outcome(-0.5, -0.2, 0.1) == verdicts.AGAINST
+    assert verdicts.outcome(-0.05, 0.08, 0.1) == verdicts.EQUIVALENT
+    assert verdicts.outcome(0.01, 0.08, 0.1) == verdicts.EQUIVALENT  # real but too small to matter
+    assert verdicts.outcome(-0.3, 0.5, 0.1) == verdicts.INCONCLUSIVE
+    assert verdicts.outcome(math.nan, math.nan, 0.1) == verdicts.INCONCLUSIVE
+    assert [verdicts.verdict(o) for o in (verdicts.FOR, verdicts.AGAINST, verdicts.EQUIVALENT,
+                                          verdicts.INCONCLUSIVE)] == ["supported", "refuted", "refuted",
+                                                                      "inconclusive"]
+
+
+def test_a_true_twofold_speedup_with_ten_seeds_is_supported():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        assert rule_verdict([rng.normal(1.0, 0.3, 10) for _ in range(6)]) == verdicts.SUPPORTED
+
+
+def test_identical_optimizers_are_refuted_and_never_supported():
+    # the same optimizer twice: the same steps on every seed, known to within the evaluation spacing
+    assert rule_verdict([np.zeros(10)] * 6, resolution_var=0.01) == verdicts.REFUTED
+    assert rule_verdict([np.zeros(3)] * 6, resolution_var=0.01) == verdicts.REFUTED
+    rng = np.random.default_rng(2)
+    seen = [rule_verdict([rng.normal(0.0, 0.1, 10) for _ in range(6)]) for _ in range(50)]
+    assert verdicts.SUPPORTED not in seen and seen.count(verdicts.REFUTED) >= 40
+    # much noisier seeds: a 95% interval excludes 0 upwards by chance 2.5% of the time, no more
+    noisy = [rule_verdict([rng.normal(0.0, 0.8, 10) for _ in range(6)]) for _ in range(200)]
+    assert noisy.count(verdicts.SUPPORTED) <= 10 and noisy.count(verdicts.UNDECIDED) >= 150
+
+
+def test_three_noisy_seeds_of_a_small_effect_are_inconclusive():
+    rng = np.random.default_rng(3)  # a 7% speed-up, seed-to-seed spread of a factor 1.4
+    one_task = [rule_verdict([rng.normal(0.1, 0.5, 3)]) for _ in range(200)]
+    three_tasks = [rule_verdict([rng.normal(0.1, 0.5, 3) for _ in range(3)]) for _ in range(200)]
+    assert one_task.count(verdicts.INCONCLUSIVE) >= 180 and three_tasks.count(verdicts.INCONCLUSIVE) >= 180
+
+
+def test_task_interval_is_t_below_the_declared_seeds_and_bootstrap_from_them():
+    rng = np.random.default_rng(4)
+    x = rng.normal(1.0, 0.5, 10)
+    t9, b10 = verdicts.task_effect(x[:9], ROPE, RULE), verdicts.task_effect(x, ROPE, RULE)
+    assert t9.method == "t" and b10.method == "bootstrap"
+    hw = sps.t.ppf(0.975, 8) * x[:9].std(ddof=1) / 3
+    assert (t9.low, t9.high) == pytest.approx((x[:9].mean() - hw, x[:9].mean() + hw))
+    ref = sps.bootstrap((x,), np.mean, method="BCa", n_resamples=2000, rng=np.random.default_rng(0))
+    assert (b10.low, b10.high) == pytest.approx(tuple(ref.confidence_interval))
+    # identical values still carry their measurement's resolution
+    flat = verdicts.task_effect([1.0, 1.0, 1.0], ROPE, RULE, resolution_var=0.03)
+    assert flat.low < 1.0 < flat.high and flat.se == pytest.approx(0.1)
+
+
+def test_pooling_is_statsmodels_random_effects_with_modified_hartung_knapp():
+    from statsmodels.stats.meta_analysis import combine_effects
+
+    effects = [verdicts.task_effect(v, ROPE, RULE) for v in ([1, 1.2, 0.8], [0.3, 0.5, 0.4], [2, 1.5, 1.7])]
+    pooled = verdicts.pool(effects, ROPE, RULE)
+    res = combine_effects(np.array([e.estimate for e in effects]), np.array([e.se**2 for e in effects]),
+                          method_re="chi2", use_t=True)
+    se = max(res.sd_eff_w_re, res.sd_eff_w_re_hksj)
+    hw = sps.t.ppf(0.975, 2) * se
+    assert (pooled.estimate, pooled.low, pooled.high) == pytest.approx(
+        (res.mean_effect_re, res.mean_effect_re - hw, res.mean_effect_re + hw))
+    assert pooled.n == 3 and pooled.tau2 == pytest.approx(res.tau2) and pooled.tau2 > 0
+    # tasks agreeing exactly: tau^2 = 0, the fixed-effect mean, and an interval no narrower than DL's
+    same = verdicts.pool([verdicts.task_effect([0.0] * 3, ROPE, RULE, 0.01)] * 4, ROPE, RULE)
+    assert same.tau2 == 0 and same.estimate == 0 and same.high == pytest.approx(
+        sps.t.ppf(0.975, 3) * math.sqrt(0.01 / 3 / 4))
+
+
+def test_seeds_for_power_matches_the_t_test_power():
+    from statsmodels.stats.power import TTestPower
+
+    n = verdicts.seeds_for_power(1.0, 1.0, RULE)  # effect of one standard deviation
+    assert n == 10  # the textbook answer for d = 1, alpha 0.05, power 0.8, paired
+    p = TTestPower()
+    assert p.power(1.0, n, 0.05) >= 0.8 > p.power(1.0, n - 1, 0.05)
+    assert verdicts.seeds_for_power(math.nan, 1.0, RULE) != verdicts.seeds_for_power(math.nan, 1.0, RULE)
+
+
+def test_kaplan_meier_median_and_restricted_mean():
+    km = speed.survival([100, 200, 300, 300], [True, True, False, False], tau=300)
+    assert km["median"] == 200 and km["never"] == 0.5
+    assert km["rmst"] == pytest.approx(np.mean([100, 200, 300, 300]))  # censoring only at tau
+    assert math.isnan(speed.survival([300, 300, 300], [True, False, False], tau=300)["median"])
+
+
+def claim_verdicts(root: Path) -> dict[str, str]:
     return {c.key: c.verdict for c in claims.evaluate(Study("quick", load(root)))}
 
 
 def test_claims_supported_when_nesterov_is_faster_everywhere(tmp_path):
-    v = verdicts(make_store(tmp_path / "r", FAST_NESTEROV))
-    assert v["faster_than_gd"] == v["faster_than_momentum"] == v["faster_early"] == claims.SUPPORTED
+    v = claim_verdicts(make_store(tmp_path / "r", FAST_NESTEROV, seeds=range(100, 110)))
+    assert v["faster_than_gd"] == v["faster_than_momentum"] == verdicts.SUPPORTED
+    assert v["less_sensitive"] == verdicts.UNDECIDED  # one tuning seed: no interval
 
 
 def test_claims_not_supported_when_all_optimizers_are_alike(tmp_path):
-    v = verdicts(make_store(tmp_path / "r", ALL_EQUAL))
-    assert v["faster_than_gd"] == v["faster_than_momentum"] == claims.NOT_SUPPORTED
-    assert v["less_sensitive"] == claims.NOT_SUPPORTED
-    assert v["larger_gains_small"] == claims.NO_DATA  # two tasks cannot compare small with large models
+    v = claim_verdicts(make_store(tmp_path / "r", ALL_EQUAL, seeds=range(100, 110)))
+    assert v["faster_than_gd"] in (verdicts.REFUTED, verdicts.UNDECIDED)
+    assert v["faster_than_momentum"] in (verdicts.REFUTED, verdicts.UNDECIDED)
+    assert v["larger_gains_small"] == verdicts.NO_DATA  # two tasks cannot give a slope
 
 
-def test_speedup_is_the_paired_log2_ratio_of_steps_to_target(tmp_path):
+def test_speedup_is_the_paired_log2_ratio_of_restricted_steps(tmp_path):
     study = Study("quick", load(make_store(tmp_path / "r", FAST_NESTEROV)))
-    effects = {e.task: e.summary for e in claims._speedup(study, "gd")}
-    p = study.per_run
-    for task, s in effects.items():
-        gd = p[(p.task == task) & (p.optimizer == "gd")].set_index("seed").ttt_steps_censored
-        nest = p[(p.task == task) & (p.optimizer == "nesterov")].set_index("seed").ttt_steps_censored
-        assert s.mean == pytest.approx(np.mean(np.log2(gd / nest)))
-        assert s.mean > 0.8  # tau 200 vs 80: about 2.5x fewer steps
+    h = study.hits
+    for task, (values, _) in claims.speedups(study, "gd").items():
+        gd = h[(h.task == task) & (h.optimizer == "gd")].set_index(["seed", "level"]).steps
+        nest = h[(h.task == task) & (h.optimizer == "nesterov")].set_index(["seed", "level"]).steps
+        per_seed = np.log2(gd / nest).groupby(level="seed").mean()
+        assert values == pytest.approx(list(per_seed))
+        assert np.mean(values) > 0.8  # tau 200 vs 80: about 2.5x fewer steps
+
+
+def test_target_levels_are_reached_by_every_reference_seed_in_time(tmp_path):
+    study = Study("quick", load(make_store(tmp_path / "r", FAST_NESTEROV)))
+    h = study.hits
+    for task, (ref, levels) in study.target_levels.items():
+        assert ref == "nesterov" and levels == sorted(levels)  # tighter with a larger budget share
+        mine = h[(h.task == task) & (h.optimizer == ref)]
+        assert mine.reached.all() and (mine.steps <= mine.fraction * mine.tau).all()
+
+
+def test_bold_only_beyond_the_equivalence_region(tmp_path):
+    root = make_store(tmp_path / "r", ALL_EQUAL)
+    study = Study("quick", load(root))
+    rows = tables.final_table(study).rows
+    assert not any(c.bold for row in rows for c in row if isinstance(c, tables.Cell))
 
 
 # --- the command, its files, and the paper ---------------------------------------------------------
@@ -265,17 +354,41 @@ def test_committed_tables_and_numbers_are_generated_from_committed_results(tmp_p
         sorted(p.name for p in (committed / "figures").iterdir())
 
 
+def copy_paper_sources(dest: Path) -> Path:
+    """main.tex, its sections and its bibliography, without the generated files or build outputs."""
+    dest.mkdir(parents=True)
+    shutil.copy(REPO / "paper" / "main.tex", dest / "main.tex")
+    shutil.copy(REPO / "paper" / "refs.bib", dest / "refs.bib")
+    shutil.copytree(REPO / "paper" / "sections", dest / "sections")
+    return dest
+
+
+def latexmk(paper: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-quiet",
+                           "main.tex"], cwd=paper, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.skipif(shutil.which("latexmk") is None, reason="no LaTeX here (CI builds it via make paper)")
+def test_the_committed_paper_typesets_cleanly(tmp_path):
+    """The paper from the committed generated files: no overfull line, no float too large for its page,
+    no undefined reference or citation."""
+    paper = copy_paper_sources(tmp_path / "paper")
+    shutil.copytree(REPO / "paper" / "generated", paper / "generated")
+    assert latexmk(paper).returncode == 0
+    log = (paper / "main.log").read_text(errors="replace")
+    for bad in ("Overfull \\hbox", "Overfull \\vbox", "Float too large", "undefined", "Citation"):
+        assert bad not in log, f"{bad} in the LaTeX log"
+    assert "Warning--" not in (paper / "main.blg").read_text()
+
+
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="no LaTeX here (CI builds it via make paper)")
 def test_paper_builds_and_refuses_an_unknown_number(tmp_path):
     root = make_store(tmp_path / "r", FAST_NESTEROV)
-    paper = tmp_path / "paper"
-    paper.mkdir()
-    shutil.copy(REPO / "paper" / "main.tex", paper / "main.tex")
+    paper = copy_paper_sources(tmp_path / "paper")
     assert analyze("--results", str(root), "--out", str(paper / "generated"), "--no-readme").returncode == 0
 
     def build() -> subprocess.CompletedProcess:
-        return subprocess.run(["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-quiet",
-                               "main.tex"], cwd=paper, capture_output=True, text=True, timeout=300)
+        return latexmk(paper)
 
     assert build().returncode == 0 and (paper / "main.pdf").stat().st_size > 50_000
     tex_src = (paper / "main.tex").read_text().replace("\\nb{meta/runs}", "\\nb{meta/no_such_number}")

@@ -107,7 +107,8 @@ def sensitivity(study: Study, out: Path) -> list[Path]:
     tasks = study.tasks
     cols = min(4, len(tasks))
     rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.1 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False,
+                             layout="constrained")
     for ax, task in zip(axes.flat, tasks, strict=False):
         key = study.select_key(task)
         scale = 100 if key.endswith("accuracy") else 1
@@ -121,9 +122,12 @@ def sensitivity(study: Study, out: Path) -> list[Path]:
             hit = ok[ok.lr.isin(chosen)]
             ax.plot(hit.lr, hit[f"final:{key}"] * scale, "o", mfc="none", mec=COLORS[opt], ms=9, mew=1.5)
             div = sel[sel.status != "completed"]
-            ax.plot(div.lr, np.zeros(len(div)), "x", color=COLORS[opt], ms=6, mew=1.5,
-                    transform=ax.get_xaxis_transform(), clip_on=False)
+            if len(div):  # (an empty unclipped line would still claim the figure's corner for the layout)
+                ax.plot(div.lr, np.zeros(len(div)), "x", color=COLORS[opt], ms=6, mew=1.5,
+                        transform=ax.get_xaxis_transform(), clip_on=False)
         ax.set_xscale("log")
+        if len(tune):  # every rate tried, diverged ones included, inside the axes (their x marks too)
+            ax.set_xlim(tune.lr.min() / 2, tune.lr.max() * 2)
         if _log_y(key):
             ax.set_yscale("log")
             vals = tune.loc[tune.status == "completed", f"final:{key}"].astype(float)
@@ -138,9 +142,9 @@ def sensitivity(study: Study, out: Path) -> list[Path]:
         ax.set_title(f"{task} (1 seed per rate)", fontsize=9)
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle("Learning-rate sensitivity: x = diverged, ring = chosen rate", y=1.0)
-    fig.tight_layout(h_pad=2.0)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    fig.suptitle("Learning-rate sensitivity: x = diverged, ring = chosen rate")
     return save(fig, out, "sensitivity")
 
 
@@ -317,3 +321,88 @@ def stability(grids: dict, out: Path) -> list[Path]:
             fig.colorbar(mesh, ax=ax, label="log10 final/initial", fraction=0.05)
     fig.tight_layout()
     return save(fig, out, "stability")
+
+
+def _display(scale: str, x):
+    """An effect on its display axis: speed-ups as factors (log axis), shares as they are."""
+    x = np.asarray(x, dtype=float)
+    return 2 ** x if scale == "log2" else 2 ** -x if scale == "slope" else x
+
+
+def forest(claims: list, out: Path) -> list[Path]:
+    """Per claim (i)-(iv), against its primary baseline: every task's effect with its 95% interval,
+    the pooled random-effects estimate (diamond) and the region of practical equivalence (grey)."""
+    shown = [c for c in claims if c.scale != "slope" and c.main.effects]
+    if not shown:
+        return []
+    rows = max(len(c.main.effects) for c in shown) + 1
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.0 * len(shown), 0.42 * rows + 1.3), squeeze=False)
+    for ax, c in zip(axes[0], shown, strict=True):
+        items = list(c.main.effects.items())
+        for i, (_, e) in enumerate(items):
+            y = len(items) - i
+            est = _display(c.scale, e.estimate)
+            if e.has_interval:
+                lo, hi = sorted(_display(c.scale, [e.low, e.high]))
+                ax.plot([lo, hi], [y, y], color="0.2", lw=1.2)
+            ax.plot(est, y, "s", color=COLORS["nesterov"], ms=4)
+        p = c.main.pooled
+        if p is not None and p.has_interval:
+            lo, hi = sorted(_display(c.scale, [p.low, p.high]))
+            mid = _display(c.scale, p.estimate)
+            ax.fill([lo, mid, hi, mid], [0, 0.25, 0, -0.25], color="black")
+        band_ = sorted(_display(c.scale, [-c.rope, c.rope]))
+        ax.axvspan(*band_, color="0.85", zorder=0)
+        ax.axvline(float(_display(c.scale, 0.0)), color="0.4", lw=0.8, ls="--")
+        ax.set_yticks([len(items) - i for i in range(len(items))] + [0],
+                      [t for t, _ in items] + ["pooled"], fontsize=7)
+        if c.scale == "log2":
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel(f"speed-up over {OPT_LABEL[c.primary]}" if c.key != "faster_early"
+                          else "loose / tight speed-up", fontsize=8)
+        else:
+            ax.set_xlabel(f"share difference vs {OPT_LABEL[c.primary]}", fontsize=8)
+        ax.set_title(f"{c.label} {c.main.verdict}", fontsize=9)
+        ax.set_ylim(-0.8, len(items) + 0.8)
+    fig.suptitle("Effects per task (95% interval), pooled estimate (diamond), equivalence region (grey)",
+                 fontsize=9, y=1.0)
+    fig.tight_layout()
+    return save(fig, out, "forest")
+
+
+def speedup_curve(study: Study, out: Path) -> list[Path]:
+    """Nesterov's speed-up over each other optimizer against the target level (fraction of the budget
+    at which the reference reaches it): geometric mean and 95% t-interval over seeds, per task."""
+    h = study.hits
+    tasks = [t for t in study.tasks if t in study.target_levels]
+    if h.empty or not tasks:
+        return []
+    cols = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.7 * rows), squeeze=False)
+    nest = h[h.optimizer == "nesterov"][["task", "seed", "level", "steps"]]
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        for opt in [o for o in study.optimizers if o != "nesterov"]:
+            other = h[(h.task == task) & (h.optimizer == opt)]
+            both = other.merge(nest, on=["task", "seed", "level"], suffixes=("", "_n"))
+            if both.empty:
+                continue
+            both = both.assign(r=np.log2(both.steps / both.steps_n))
+            g = both.groupby("fraction").r
+            mean, n = g.mean(), g.size()
+            hw = sps.t.ppf(0.5 + LEVEL / 2, np.maximum(n - 1, 1)) * g.std(ddof=1).fillna(0) / np.sqrt(n)
+            ax.plot(mean.index, 2 ** mean, "o-", color=COLORS[opt], ms=3, lw=1.2,
+                    label=f"vs {OPT_LABEL[opt]}")
+            ax.fill_between(mean.index, 2 ** (mean - hw), 2 ** (mean + hw), color=COLORS[opt], alpha=0.15)
+        ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("target level (fraction of budget)", fontsize=8)
+        ax.set_ylabel("Nesterov's speed-up", fontsize=8)
+        ax.set_title(f"{task} (reference: {OPT_LABEL[study.target_levels[task][0]]})", fontsize=8)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Speed-up as a function of the target (restricted steps; geometric mean, 95% interval)",
+                 fontsize=9, y=1.0)
+    fig.tight_layout()
+    return save(fig, out, "speedup_curve")

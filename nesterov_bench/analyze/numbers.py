@@ -14,8 +14,8 @@ from .. import theory
 from . import quadratic
 from .claims import Claim
 from .noisy import speedup, vanishing_sigma
-from .study import TASK_ORDER, Study
-from .tables import completed, decay_label, interval, lr_text, tex, unit, value
+from .study import OPT_LABEL, TASK_ORDER, Study
+from .tables import completed, decay_label, effect_text, interval, lr_text, tex, unit, value
 
 
 def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dict[str, str]:
@@ -46,24 +46,19 @@ def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dic
         "meta/vectorized_runs": str(int((mine.population > 1).sum())),
         "meta/vectorized_tasks": ", ".join(t for t in TASK_ORDER
                                            if (mine[mine.task == t].population > 1).any()) or "none",
-        "rule/supported_share": f"{cfg['verdict']['supported_share']:.0%}",
-        "rule/not_supported_share": f"{cfg['verdict']['not_supported_share']:.0%}",
-        "rule/early_fraction": f"{cfg['early_fraction']:.0%}",
+        "rule/level": f"{cfg['verdict']['level']:.0%}",
+        "rule/bootstrap_min_n": str(cfg["verdict"]["bootstrap_min_n"]),
+        "rule/power": f"{cfg['verdict']['power']:.0%}",
+        "rule/rope_speedup": f"{cfg['verdict']['rope']['speedup']:g}",
+        "rule/rope_early": f"{cfg['verdict']['rope']['early']:g}",
+        "rule/rope_share": f"{cfg['verdict']['rope']['share']:g}",
+        "rule/rope_size": f"{cfg['verdict']['rope']['size_per_decade']:g}",
+        "rule/target_fractions": ", ".join(f"{f:.0%}" for f in cfg["target_fractions"]),
         "rule/tolerance": f"{cfg['tolerance']['relative']:.0%}",
         "rule/tolerance_subopt": f"{10 ** cfg['tolerance']['log10_suboptimality']:g}",
     }
     for c in claims:
-        num[f"claim/{c.key}/verdict"] = c.verdict
-        num[f"claim/{c.key}/evidence"] = c.evidence
-        num[f"claim/{c.key}/for"] = str(sum(e.favour > 0 for e in c.effects))
-        num[f"claim/{c.key}/against"] = str(sum(e.favour < 0 for e in c.effects))
-        num[f"claim/{c.key}/tasks"] = str(len(c.effects))
-        finite = [e.summary.mean for e in c.effects if math.isfinite(e.summary.mean)]
-        if finite and c.key.startswith("faster_than"):
-            num[f"claim/{c.key}/median_speedup"] = f"{2 ** float(np.median(finite)):.2f}"
-        if c.key == "larger_gains_small" and c.effects:
-            s = c.effects[0].summary
-            num[f"claim/{c.key}/effect"] = f"{s.mean:+.2f} ± {s.half_width:.2f}"
+        num.update(claim_numbers(c))
     for task in study.tasks:
         key = study.report_key(task)
         num[f"final/{task}/metric"] = unit(key)
@@ -94,6 +89,27 @@ def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dic
         num["noise/effective_lrs"] = ", ".join(f"{e:g}" for e in sorted(set(noise.effective_lr)))
         num["noise/small_batch"] = str(min(noise.batch))
         num["noise/large_eff"] = f"{max(noise.effective_lr):g}"
+    return num
+
+
+def claim_numbers(c: Claim) -> dict[str, str]:
+    """A claim's verdict, pooled effect and tally against each baseline (``claim/<key>/...`` is the
+    primary baseline's; ``claim/<key>/<baseline>/...`` every baseline's)."""
+    num = {}
+    for b, comp in c.comparisons.items():
+        n = comp.tally()
+        need = [v for v in comp.seeds_needed.values() if math.isfinite(v)]
+        vals = {"verdict": comp.verdict, "effect": effect_text(c, comp.pooled),
+                "estimate": effect_text(c, comp.pooled, interval_too=False), "tasks": str(len(comp.effects)),
+                **{k: str(v) for k, v in n.items()}}
+        if need:
+            vals["seeds_median"] = f"{float(np.median(need)):.0f}"
+            vals["seeds_max"] = f"{max(need):.0f}"
+        for k, v in vals.items():
+            num[f"claim/{c.key}/{b}/{k}"] = v
+            if b == c.primary:
+                num[f"claim/{c.key}/{k}"] = v
+    num[f"claim/{c.key}/baseline"] = OPT_LABEL[c.primary]
     return num
 
 

@@ -43,23 +43,3 @@ def paired(a: dict, b: dict) -> Summary:
     """Summary of a[s] - b[s] over the seeds s both have (a paired comparison on the same seeds)."""
     common = sorted(set(a) & set(b))
     return summarize([a[s] - b[s] for s in common])
-
-
-def fmt(s: Summary, digits: int = 3) -> str:
-    if s.n == 0:
-        return "--"
-    if math.isnan(s.half_width):
-        return f"{s.mean:.{digits}g} (n={s.n})"
-    return f"{s.mean:.{digits}g} ± {s.half_width:.2g} (n={s.n})"
-
-
-def welch(a, b) -> Summary:
-    """mean(a) - mean(b) with a 95% Welch interval (unequal variances); n = len(a) + len(b)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    diff = float(a.mean() - b.mean())
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return Summary(diff, 0.0, diff, len(a) + len(b))
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return Summary(diff, float(stats.t.ppf(0.5 + LEVEL / 2, df) * se), diff, len(a) + len(b))

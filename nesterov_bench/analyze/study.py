@@ -8,6 +8,7 @@ own (``load(results, profile)``), and each part of it is an experiment of the ru
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,7 +19,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ..errors import ConfigError
-from . import measures
+from . import measures, speed
 from .load import Loaded
 from .outputs import ANALYSIS_CFG, paper_profile
 
@@ -132,7 +133,8 @@ class Study:
     # --- per-run measures ----------------------------------------------------------------------
     @cached_property
     def per_run(self) -> pd.DataFrame:
-        """One row per final run: final and early validation scores, (censored) time to target."""
+        """One row per final run: final validation score and time to the declared target (``ttt_steps``
+        nan when never reached; ``tau`` the task's budget, where an unreached run is censored)."""
         rows = []
         for task, runs in self.final.groupby("task"):
             key, target = self.select_key(task), self.cfg["targets"].get(task)
@@ -140,17 +142,86 @@ class Study:
             for r in runs.itertuples():
                 m = self.metrics_of(r.run_id)
                 steps, secs = measures.time_to_target(m, target) if target else (math.nan, math.nan)
-                early = measures.value_near(m, key, self.cfg["early_fraction"])
                 rows.append({
                     "run_id": r.run_id, "task": task, "optimizer": r.optimizer, "seed": r.seed,
                     "status": r.status,
                     "final_score": measures.score(key, self.final.at[r.Index, f"final:{key}"]),
-                    "early_score": measures.score(key, early),
-                    "reached": not math.isnan(steps), "ttt_steps": steps, "ttt_s": secs,
-                    # never reached: counted as the whole budget (a conservative lower bound)
-                    "ttt_steps_censored": steps if not math.isnan(steps) else float(budget),
+                    "reached": not math.isnan(steps), "ttt_steps": steps, "ttt_s": secs, "tau": float(budget),
                 })
         return pd.DataFrame(rows)
+
+    @cached_property
+    def target_levels(self) -> dict[str, tuple[str, list[float]]]:
+        """task -> (reference optimizer, the oriented score of each level of ``target_fractions``);
+        see ``speed``. The reference is the optimizer with the best mean final validation score."""
+        out = {}
+        fractions = self.cfg["target_fractions"]
+        for task, runs in self.final.groupby("task"):
+            key = self.select_key(task)
+            done = runs[runs.status == "completed"]
+            if done.empty:
+                continue
+            scores = [measures.score(key, v) for v in done[f"final:{key}"]]
+            ref = str(done.assign(score=scores).groupby("optimizer").score.mean().idxmax())
+            curves = [speed.best_so_far(self.metrics_of(i), key) for i in done[done.optimizer == ref].run_id]
+            out[task] = (ref, speed.levels(curves, fractions, float(runs.steps.max())))
+        return out
+
+    @cached_property
+    def hits(self) -> pd.DataFrame:
+        """One row per final run and target level: the restricted time to it (``speed.hit``)."""
+        rows = []
+        for task, (_, lv) in self.target_levels.items():
+            runs = self.final[self.final.task == task]
+            key, tau = self.select_key(task), float(runs.steps.max())
+            for r in runs.itertuples():
+                curve = speed.best_so_far(self.metrics_of(r.run_id), key)
+                for i, (fraction, level) in enumerate(zip(self.cfg["target_fractions"], lv, strict=True)):
+                    h = (speed.hit(curve, level, tau) if r.status == "completed"
+                         else speed.Hit(tau, False, 0.0))  # a diverged run never arrives
+                    rows.append({"task": task, "optimizer": r.optimizer, "seed": r.seed, "level": i,
+                                 "fraction": fraction, "steps": h.steps, "reached": h.reached,
+                                 "log2_var": h.log2_var, "tau": tau})
+        return pd.DataFrame(rows, columns=["task", "optimizer", "seed", "level", "fraction", "steps",
+                                           "reached", "log2_var", "tau"])
+
+    @cached_property
+    def tolerance_shares(self) -> pd.DataFrame:
+        """Per task, optimizer and tuning seed: the trials of the tuning space (``trials``), the share
+        whose final validation score is within tolerance of that optimizer's best on the seed
+        (``good``) and the share that diverged (``diverged``)."""
+        tol = self.cfg["tolerance"]
+        rows = []
+        for (task, opt, seed), runs in self.tune.groupby(["task", "optimizer", "seed"]):
+            key = self.select_key(task)
+            scores = np.array([measures.score(key, v) if st == "completed" else -math.inf
+                               for v, st in zip(runs[f"final:{key}"], runs.status, strict=True)])
+            best = scores.max()
+            if math.isfinite(best):
+                slack = (tol["log10_suboptimality"] if key.endswith("suboptimality")
+                         else tol["relative"] * abs(best))
+                good = float((scores >= best - slack).mean())
+            else:
+                good = 0.0
+            rows.append({"task": task, "optimizer": opt, "seed": seed, "trials": len(runs), "good": good,
+                         "diverged": float((runs.status == "diverged").mean())})
+        return pd.DataFrame(rows, columns=["task", "optimizer", "seed", "trials", "good", "diverged"])
+
+    @cached_property
+    def parameters(self) -> dict[str, int]:
+        """task -> the number of trainable parameters of its model, counted from a final run's task
+        config (the only place the analysis imports torch)."""
+        from ..tasks import make_task  # noqa: PLC0415 -- torch: only when a claim needs the count
+
+        out = {}
+        for task, runs in self.final.groupby("task"):
+            cfg = json.loads((Path(runs.path.iloc[0]) / "run.json").read_text())["config"]["task"]
+            try:
+                model = make_task(cfg).build_model()
+            except ConfigError:  # a task config this code cannot build (e.g. a test's stand-in)
+                continue
+            out[task] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        return out
 
     def by_seed(self, task: str, optimizer: str, column: str) -> dict[int, float]:
         p = self.per_run

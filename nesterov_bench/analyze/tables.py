@@ -10,12 +10,14 @@ import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
-from . import measures
-from .claims import Claim, sensitivity
+from . import measures, speed, verdicts
+from .claims import Claim, Comparison
 from .noisy import METHODS, speedup
-from .stats import Summary, summarize
+from .stats import Summary, paired, summarize
 from .study import OPT_LABEL, TASK_ORDER, Study
 
 RAGGED = ">{{\\raggedright\\arraybackslash}}p{{{}}}"  # a paragraph column without justified spacing
@@ -112,30 +114,67 @@ def completed(runs, key: str) -> Summary:
     return summarize(runs.loc[runs.status == "completed", f"final:{key}"])
 
 
+def log_summary(values) -> Summary:
+    """The geometric mean and its 95% interval (Student-t on log10 values), as a Summary of log10."""
+    return summarize([math.log10(v) for v in values if v is not None and v > 0 and math.isfinite(v)])
+
+
+def geometric(s: Summary) -> str:
+    """A log10 Summary as 'geometric mean ×/÷ factor' (the interval is multiplicative)."""
+    if s.n == 0:
+        return "--"
+    text = f"{10 ** s.mean:.2e}"
+    return text + (f" ×/÷ {10 ** s.half_width:.2g}" if s.n >= 2 and math.isfinite(s.half_width) else "")
+
+
+def equivalence_slack(key: str, best: float, tol: dict) -> float:
+    """The region of practical equivalence of a final score (oriented): the tuning tolerance."""
+    return tol["log10_suboptimality"] if key.endswith("suboptimality") else tol["relative"] * abs(best)
+
+
+def clear_winner(study: Study, task: str, key: str, scores: dict[str, float]) -> str | None:
+    """The optimizer with the best mean score, when its paired interval over seeds against the
+    runner-up lies beyond the equivalence region (so a noise-level lead is not marked)."""
+    ranked = sorted((s, o) for o, s in scores.items() if math.isfinite(s))
+    if len(ranked) < 2:
+        return ranked[0][1] if ranked else None
+    (_, second), (best_score, best) = ranked[-2], ranked[-1]
+    by = {}
+    for opt in (best, second):
+        runs = study.final[(study.final.task == task) & (study.final.optimizer == opt)]
+        by[opt] = dict(zip(runs.seed, [measures.score(key, v) for v in runs[f"final:{key}"]], strict=True))
+    d = paired(by[best], by[second])
+    slack = equivalence_slack(key, best_score, study.cfg["tolerance"])
+    return best if d.n >= 2 and d.low > slack else None
+
+
 def final_table(study: Study) -> Table:
     n_usual = int(study.final.groupby(["task", "optimizer"]).size().mode().iloc[0])
-    t = Table("final", f"Final test metrics at the tuned learning rate: mean ± 95% Student-t interval over "
-                       f"n = {n_usual} seeds (profile {study.profile}). Bold: the best mean on the task.",
+    tol = study.cfg["tolerance"]
+    t = Table("final", f"Final test metrics at the tuned setting, over n = {n_usual} seeds (profile "
+                       f"{study.profile}): accuracy and loss as mean ± 95% Student-t interval; suboptimality "
+                       "as geometric mean ×/÷ its 95% factor (a t-interval on log10). Diverged runs are "
+                       "counted apart. Bold: the best mean, only where its paired interval against the "
+                       f"runner-up excludes the equivalence region ({tol['relative']:.0%} relative; a factor "
+                       f"{10 ** tol['log10_suboptimality']:g} in suboptimality).",
               ["task", "metric", *[OPT_LABEL[o] for o in study.optimizers]],
               align="ll" + "r" * len(study.optimizers))
     for task in study.tasks:
         key = study.report_key(task)
-        sums, scores = {}, {}
+        log = key.endswith("suboptimality")
+        texts, scores = {}, {}
         for opt in study.optimizers:
             runs = study.final[(study.final.task == task) & (study.final.optimizer == opt)]
-            sums[opt] = completed(runs, key) if len(runs) else Summary(math.nan, math.nan,
-                                                                                  math.nan, 0)
-            scores[opt] = measures.score(key, sums[opt].mean) if sums[opt].n else -math.inf
-        best = max(scores, key=scores.get)
-        row = [task, unit(key)]
-        for opt in study.optimizers:
-            runs = study.final[(study.final.task == task) & (study.final.optimizer == opt)]
-            text = interval(key, sums[opt], n_usual)
+            done = runs.loc[runs.status == "completed", f"final:{key}"]
+            s = log_summary(done) if log else summarize(done)
+            texts[opt] = (geometric(s) + (f" (n={s.n})" if s.n != n_usual else "") if log
+                          else interval(key, s, n_usual))
+            scores[opt] = measures.score(key, 10 ** s.mean if log else s.mean) if s.n else -math.inf
             div = int((runs.status == "diverged").sum())
             if div:
-                text += f" [{div} diverged]"
-            row.append(Cell(text, bold=opt == best and sums[opt].n > 0))
-        t.rows.append(row)
+                texts[opt] += f" [{div} diverged]"
+        winner = clear_winner(study, task, key, scores)
+        t.rows.append([task, unit(key), *[Cell(texts[o], bold=o == winner) for o in study.optimizers]])
     return t
 
 
@@ -166,8 +205,9 @@ def target_text(study: Study, task: str) -> str:
 
 
 def ttt_table(study: Study) -> Table:
-    t = Table("ttt", "Steps to reach the target validation metric (first evaluation at or past it): mean "
-                     "± 95% interval over the seeds that reached it, and how many of the seeds did.",
+    t = Table("ttt", "Steps to reach the declared target validation metric (first evaluation at or past "
+                     "it; conf/analysis.yaml): Kaplan-Meier median over seeds, runs that never reach it "
+                     "censored at the budget (> budget: fewer than half arrive), and how many seeds arrived.",
               ["task", "target", *[OPT_LABEL[o] for o in study.optimizers]],
               align="ll" + "r" * len(study.optimizers))
     p = study.per_run
@@ -177,54 +217,119 @@ def ttt_table(study: Study) -> Table:
         row = [task, target_text(study, task)]
         for opt in study.optimizers:
             sel = p[(p.task == task) & (p.optimizer == opt)]
-            s = summarize(sel.ttt_steps[sel.reached])
-            text = "never" if s.n == 0 else f"{s.mean:.0f}" + (
-                f" ± {s.half_width:.0f}" if math.isfinite(s.half_width) else "")
-            row.append(f"{text} ({s.n}/{len(sel)})")
+            km = speed.survival(sel.ttt_steps.fillna(sel.tau), sel.reached, float(sel.tau.max()))
+            med = f"{km['median']:.0f}" if math.isfinite(km["median"]) else f"> {sel.tau.max():.0f}"
+            row.append(f"{med} ({int(sel.reached.sum())}/{len(sel)})")
         t.rows.append(row)
     return t
 
 
+def effect_text(claim: Claim, e: verdicts.Estimate | None, interval_too: bool = True) -> str:
+    """An effect on its display scale: speed-ups as factors, shares in points, the size slope as the
+    factor by which the speed-up changes per decade of parameters."""
+    if e is None or not math.isfinite(e.estimate):
+        return "--"
+    if claim.scale == "log2":
+        est, lo, hi = 2 ** e.estimate, 2 ** e.low, 2 ** e.high
+        text, rng = f"{est:.2f}×", f"[{lo:.2f}, {hi:.2f}]"
+    elif claim.scale == "slope":  # the effect is minus the slope: show the slope's factor per decade
+        est, lo, hi = 2 ** -e.estimate, 2 ** -e.high, 2 ** -e.low
+        text, rng = f"{est:.2f}× per decade", f"[{lo:.2f}, {hi:.2f}]"
+    else:
+        text, rng = f"{e.estimate:+.2f}", f"[{e.low:+.2f}, {e.high:+.2f}]"
+    return text + (f" {rng}" if interval_too and e.has_interval else "")
+
+
+def tally_text(c: Comparison) -> str:
+    n = c.tally()
+    return f"{n['for']}/{n['against']}/{n['equivalent']}/{n['inconclusive']}"
+
+
+def power_text(c: Comparison) -> str:
+    need = [v for v in c.seeds_needed.values() if math.isfinite(v)]
+    if not need:
+        return "--"
+    return f"{float(np.median(need)):.0f} ({max(need):.0f})"
+
+
 def claims_table(claims: list[Claim]) -> Table:
-    t = Table("claims", "The articles' claims, the measurement that tests each, and the verdict by the rule "
-                        "stated with the verdicts.",
-              ["claim", "measurement", "evidence", "verdict"],
-              align="".join(RAGGED.format(w) for w in ("3.4cm", "5.6cm", "3.4cm")) + "l")
+    t = Table("claims", "The articles' claims against the articles' baseline (gradient descent; heavy ball "
+                        "for (ii)): the pooled effect over tasks with its 95% interval, the tasks "
+                        "for/against/equivalent/inconclusive, the seeds a task needs to detect an effect "
+                        "of the equivalence bound at 80% power (median over tasks, and the most), and the "
+                        "verdict by the rule stated with the verdicts; heavy ball and Adam as secondary "
+                        "baselines.",
+              ["claim", "baseline", "effect [95% CI]", "tasks +/-/=/?", "seeds for power", "verdict",
+               "vs heavy ball", "vs Adam"],
+              align="".join(RAGGED.format(w) for w in ("3.2cm", "1.4cm", "2.6cm")) + "ccl"
+              + "".join(RAGGED.format(w) for w in ("2.6cm", "2.6cm")))
     for c in claims:
-        t.rows.append([c.text, c.measurement, c.evidence, Cell(c.verdict, bold=True)])
+        m = c.main
+        second = []
+        for b in ("momentum", "adam"):
+            if b == c.primary or b not in c.comparisons:
+                second.append("--")
+            else:
+                o = c.comparisons[b]
+                second.append(f"{effect_text(c, o.pooled)} {o.verdict}")
+        t.rows.append([f"{c.label} {c.text}", OPT_LABEL[c.primary], effect_text(c, m.pooled),
+                       tally_text(m) if c.scale != "slope" else "--", power_text(m),
+                       Cell(m.verdict, bold=True), *second])
     return t
 
 
 def claims_detail_table(claims: list[Claim]) -> Table:
-    t = Table("claims_detail", "The effect behind each verdict, per task: mean ± 95% interval over seeds "
-                               "(n); + counts for the claim, - against, 0 neither.",
-              ["claim", "task", "effect", "n", "counts"], align="llrrc")
+    t = Table("claims_detail", "Per task, the effect behind each verdict against the claim's primary "
+                               "baseline: estimate with its 95% interval over n seeds (Student-t, or BCa "
+                               "bootstrap from the declared number of seeds), the outcome against the "
+                               "equivalence region, and the seeds that would detect an effect of its size at "
+                               "80% power.",
+              ["claim", "task", "effect [95% CI]", "n", "interval", "outcome", "seeds for power"],
+              align="llrrlll")
     for c in claims:
-        for e in c.effects:
-            s = e.summary
-            eff = f"{s.mean:+.3g}" + (f" ± {s.half_width:.2g}" if math.isfinite(s.half_width) else "")
-            t.rows.append([c.key, e.task, eff, str(s.n), {1: "+", -1: "-", 0: "0"}[e.favour]])
+        m = c.main
+        for task, e in m.effects.items():
+            need = m.seeds_needed.get(task, math.nan)
+            t.rows.append([c.label, task, effect_text(c, e), str(e.n), e.method or "--", e.outcome,
+                           f"{need:.0f}" if need is not None and math.isfinite(need) else "--"])
+        if m.pooled is not None and m.pooled.n > 1:
+            t.rows.append([c.label, Cell("pooled", bold=True), effect_text(c, m.pooled), str(m.pooled.n),
+                           m.pooled.method, Cell(m.pooled.outcome, bold=True), ""])
     return t
 
 
 def sensitivity_table(study: Study) -> Table:
-    sens = sensitivity(study)
+    sh = study.tolerance_shares
     tol = study.cfg["tolerance"]
-    t = Table("sensitivity", f"Learning-rate sensitivity from the tuning stage: width in decades of the "
-                             f"range of rates whose final validation metric is within {tol['relative']:.0%} "
-                             f"(suboptimality: a factor {10 ** tol['log10_suboptimality']:g}) of the best, "
-                             "and the diverged rates out of the grid.",
-              ["task", *[OPT_LABEL[o] for o in study.optimizers]], align="l" + "r" * len(study.optimizers))
+    t = Table("sensitivity", "Sensitivity and stability, from the tuning stage: the share of each "
+                             "optimizer's tuning space whose final validation metric is within "
+                             f"{tol['relative']:.0%} (suboptimality: a factor "
+                             f"{10 ** tol['log10_suboptimality']:g}) of its best, and the share that "
+                             "diverged (mean over tuning seeds; trials per seed in parentheses); last "
+                             "column: the Brown-Forsythe test of equal seed-to-seed variance of the final "
+                             "score, Nesterov against GD, at the tuned settings.",
+              ["task", *[OPT_LABEL[o] for o in study.optimizers], "variance test p"],
+              align="l" + "r" * (len(study.optimizers) + 1))
     for task in study.tasks:
         row = [task]
         for opt in study.optimizers:
-            if (task, opt) not in sens:
-                row.append("--")
-                continue
-            width, lo, hi, div, grid = sens[task, opt]
-            row.append("--" if math.isnan(width) else f"{width:.2f} [{lo:g}, {hi:g}], div {div}/{grid}")
+            sel = sh[(sh.task == task) & (sh.optimizer == opt)]
+            row.append("--" if sel.empty else f"good {sel.good.mean():.2f}, div {sel.diverged.mean():.2f} "
+                                               f"({int(sel.trials.iloc[0])})")
+        row.append(variance_p_text(study, task))
         t.rows.append(row)
     return t
+
+
+def variance_p_text(study: Study, task: str) -> str:
+    p = study.per_run
+    a = [v for v in p[(p.task == task) & (p.optimizer == "nesterov")].final_score if math.isfinite(v)]
+    b = [v for v in p[(p.task == task) & (p.optimizer == "gd")].final_score if math.isfinite(v)]
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return "--"
+    with np.errstate(divide="ignore", invalid="ignore"):  # one group without spread: p = 0 or nan
+        p_value = sps.levene(a, b, center="median").pvalue
+    return f"{p_value:.2f}" if math.isfinite(p_value) else "--"
 
 
 def theory_table(study: Study, rates: dict) -> Table:
