@@ -236,6 +236,22 @@ def test_kaplan_meier_median_and_restricted_mean():
     assert math.isnan(speed.survival([300, 300, 300], [True, False, False], tau=300)["median"])
 
 
+def test_expected_best_of_k_trials_is_the_mean_over_every_draw():
+    import itertools
+
+    scores = [3.0, 1.0, 4.0, 1.5, 9.0, 2.6, -1.0]
+    for k in range(1, len(scores) + 1):
+        brute = np.mean([max(c) for c in itertools.combinations(scores, k)])
+        assert speed.expected_best_of(scores, k) == pytest.approx(brute)
+    assert math.isnan(speed.expected_best_of(scores, 0))
+
+
+def test_holm_adjusts_over_the_tasks_of_a_claim():
+    adjusted = verdicts.holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": math.nan})
+    assert adjusted["a"] == pytest.approx(0.03) and adjusted["c"] == pytest.approx(0.06)
+    assert adjusted["b"] == pytest.approx(0.06) and math.isnan(adjusted["d"])
+
+
 def claim_verdicts(root: Path) -> dict[str, str]:
     return {c.key: c.verdict for c in claims.evaluate(Study("quick", load(root)))}
 
@@ -290,10 +306,10 @@ def test_analyze_writes_every_output_and_tracks_a_changed_result(tmp_path):
     out = tmp_path / "gen"
     proc = analyze("--results", str(root), "--out", str(out), "--readme", str(readme))
     assert proc.returncode == 0, proc.stderr
-    for name in ("final", "tuned", "ttt", "claims", "claims_detail", "sensitivity"):
+    for name in ("final", "tuned", "ttt", "claims", "claims_detail", "sensitivity", "speed_levels"):
         assert (out / "tables" / f"{name}.tex").read_text().count("\\toprule") == 1
         assert (out / "tables" / f"{name}.md").exists()
-    for name in ("curves", "sensitivity", "ttt", "profile"):
+    for name in ("curves", "sensitivity", "ttt", "profile", "forest", "speedup_curve", "tunability"):
         assert (out / "figures" / f"{name}.pdf").stat().st_size > 1000
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
     text = readme.read_text()

@@ -40,6 +40,7 @@ class Comparison:
     pooled: Estimate | None = None
     verdict: str = verdicts.NO_DATA
     seeds_needed: dict[str, float] = field(default_factory=dict)  # task -> seeds for the power target
+    p_holm: dict[str, float] = field(default_factory=dict)  # task -> Holm-adjusted p of "no effect"
 
     def tally(self) -> dict[str, int]:
         return {o: sum(e.outcome == o for e in self.effects.values())
@@ -83,6 +84,7 @@ def _compare(study: Study, baseline: str, per_task: dict[str, tuple[list[float],
             e = verdicts.task_effect(values, rope, rule, res)
             c.effects[task] = e
             c.seeds_needed[task] = verdicts.seeds_for_power(e.sd, rope, rule)
+    c.p_holm = verdicts.holm({t: e.p for t, e in c.effects.items()})
     c.pooled = verdicts.pool(list(c.effects.values()), rope, rule)
     c.verdict = verdicts.NO_DATA if not c.effects else verdicts.verdict(c.pooled.outcome if c.pooled else
                                                                           verdicts.INCONCLUSIVE)

@@ -16,7 +16,7 @@ import seaborn as sns  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
 from .. import theory  # noqa: E402
-from . import measures, quadratic  # noqa: E402
+from . import measures, quadratic, speed  # noqa: E402
 from .stats import LEVEL  # noqa: E402
 from .stats import summarize as summarize_values  # noqa: E402
 from .study import OPT_LABEL, OPT_ORDER, Study  # noqa: E402
@@ -406,3 +406,50 @@ def speedup_curve(study: Study, out: Path) -> list[Path]:
                  fontsize=9, y=1.0)
     fig.tight_layout()
     return save(fig, out, "speedup_curve")
+
+
+def _shown(key: str, score):
+    """An oriented score back on its metric's display scale."""
+    score = np.asarray(score, dtype=float)
+    if key.endswith("accuracy"):
+        return 100 * score
+    return 10.0 ** -score if key.endswith("suboptimality") else -score
+
+
+def tunability(study: Study, out: Path) -> list[Path]:
+    """Sivaprasad et al. (2020): the expected best final validation score within k trials drawn at
+    random from each optimizer's tuning space (a diverged trial scores the task's worst finite score),
+    mean over tuning seeds, against k."""
+    tasks = [t for t in study.tasks if len(study.tune[study.tune.task == t])]
+    if not tasks:
+        return []
+    cols = min(3, len(tasks))
+    rows = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.7 * rows), squeeze=False,
+                             layout="constrained")
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        key = study.select_key(task)
+        tune = study.tune[study.tune.task == task]
+        scores = np.array([measures.score(key, v) if st == "completed" else -math.inf
+                           for v, st in zip(tune[f"final:{key}"], tune.status, strict=True)])
+        worst = scores[np.isfinite(scores)].min() if np.isfinite(scores).any() else 0.0
+        tune = tune.assign(score=np.where(np.isfinite(scores), scores, worst))
+        for opt in study.optimizers:
+            per_seed = [g.score.to_numpy() for _, g in tune[tune.optimizer == opt].groupby("seed")]
+            if not per_seed:
+                continue
+            ks = np.arange(1, min(len(s) for s in per_seed) + 1)
+            best = [np.mean([speed.expected_best_of(s, k) for s in per_seed]) for k in ks]
+            ax.plot(ks, _shown(key, best), "-", color=COLORS[opt], lw=1.3, label=OPT_LABEL[opt])
+        if key.endswith("suboptimality") or not key.endswith("accuracy"):
+            ax.set_yscale("log")
+        ax.set_xlabel("trials k", fontsize=8)
+        ax.set_ylabel(f"expected best {unit(key)}", fontsize=8)
+        ax.set_title(task, fontsize=9)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=max(1, len(labels)), fontsize=8)
+    fig.suptitle("Tunability: expected best validation score within k random trials of the tuning space",
+                 fontsize=9)
+    return save(fig, out, "tunability")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.special import gammaln
 
 from . import measures
 
@@ -93,3 +94,23 @@ def survival(times, reached, tau: float) -> dict[str, float]:
     else:
         median, rmst = math.nan, float(tau)
     return {"median": median, "rmst": rmst, "never": never, "n": len(times)}
+
+
+def expected_best_of(scores, k: int) -> float:
+    """The expected best of ``k`` trials drawn without replacement from ``scores`` (higher is better):
+    sum_i s_(i) C(i-1, k-1) / C(n, k) over the scores sorted ascending (Sivaprasad et al. 2020's
+    tunability, in closed form)."""
+    s = np.sort(np.asarray(scores, dtype=float))
+    n = len(s)
+    if not 1 <= k <= n:
+        return math.nan
+    i = np.arange(1, n + 1)
+    log_w = (_log_comb(i - 1, k - 1) - _log_comb(np.array([n]), k)[0])
+    w = np.where(i >= k, np.exp(log_w), 0.0)
+    return float(np.sum(w * s))
+
+
+def _log_comb(n, k: int):
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.where(n >= k, gammaln(n + 1) - gammaln(k + 1) - gammaln(np.maximum(n - k, 0) + 1), -np.inf)

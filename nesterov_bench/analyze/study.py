@@ -165,7 +165,7 @@ class Study:
             ref = str(done.assign(score=scores).groupby("optimizer").score.mean().idxmax())
             curves = [speed.best_so_far(self.metrics_of(i), key) for i in done[done.optimizer == ref].run_id]
             out[task] = (ref, speed.levels(curves, fractions, float(runs.steps.max())))
-        return out
+        return {t: out[t] for t in self.tasks if t in out}
 
     @cached_property
     def hits(self) -> pd.DataFrame:

@@ -224,6 +224,46 @@ def ttt_table(study: Study) -> Table:
     return t
 
 
+def level_text(key: str, score: float) -> str:
+    """A target level (an oriented score) in its metric's display unit."""
+    if key.endswith("accuracy"):
+        return f"{100 * score:.2f}"
+    return value(key, 10.0 ** -score if key.endswith("suboptimality") else -score)
+
+
+def speed_levels_table(study: Study) -> Table | None:
+    """Per task and target level: the level, Nesterov's speed-up over GD and heavy ball (geometric mean
+    of restricted-step ratios, 95% t-interval over seeds) and how many seeds of each never arrived."""
+    h = study.hits
+    if h.empty:
+        return None
+    t = Table("speed_levels", "Speed as a curve: per task, target levels that every seed of the reference "
+                              "optimizer reaches by the given fraction of the budget; Nesterov's speed-up in "
+                              "restricted steps (a run that never arrives counts the budget, so the ratio is "
+                              "a lower bound where the other is censored; geometric mean and 95% interval "
+                              "over seeds), and the seeds of each optimizer that never arrived.",
+              ["task", "reference", "fraction", "level", "vs GD", "vs heavy ball", "never arrived"],
+              align="llrrrrl")
+    for task, (ref, levels) in study.target_levels.items():
+        key = study.select_key(task)
+        for i, (fraction, level) in enumerate(zip(study.cfg["target_fractions"], levels, strict=True)):
+            at = h[(h.task == task) & (h.level == i)].set_index(["optimizer", "seed"])
+            ups = []
+            for base in ("gd", "momentum"):
+                if base not in at.index or "nesterov" not in at.index:
+                    ups.append("--")
+                    continue
+                r = paired({s: math.log2(v) for s, v in at.loc[base].steps.items()},
+                           {s: math.log2(v) for s, v in at.loc["nesterov"].steps.items()})
+                ups.append(f"{2 ** r.mean:.2f}×" + (f" [{2 ** r.low:.2f}, {2 ** r.high:.2f}]"
+                                                    if r.n >= 2 and math.isfinite(r.half_width) else ""))
+            never = ", ".join(f"{OPT_LABEL[o]} {int((~g.reached).sum())}/{len(g)}"
+                              for o, g in at.groupby(level="optimizer") if (~g.reached).any())
+            t.rows.append([task if i == 0 else "", OPT_LABEL[ref] if i == 0 else "", f"{fraction:.0%}",
+                           level_text(key, level), *ups, never or "none"])
+    return t
+
+
 def effect_text(claim: Claim, e: verdicts.Estimate | None, interval_too: bool = True) -> str:
     """An effect on its display scale: speed-ups as factors, shares in points, the size slope as the
     factor by which the speed-up changes per decade of parameters."""
@@ -282,19 +322,22 @@ def claims_detail_table(claims: list[Claim]) -> Table:
     t = Table("claims_detail", "Per task, the effect behind each verdict against the claim's primary "
                                "baseline: estimate with its 95% interval over n seeds (Student-t, or BCa "
                                "bootstrap from the declared number of seeds), the outcome against the "
-                               "equivalence region, and the seeds that would detect an effect of its size at "
-                               "80% power.",
-              ["claim", "task", "effect [95% CI]", "n", "interval", "outcome", "seeds for power"],
-              align="llrrlll")
+                               "equivalence region, the two-sided p of no effect Holm-adjusted over "
+                               "the claim's tasks (not used by the verdict), and the seeds that would "
+                               "detect an effect of the equivalence bound's size at 80% power.",
+              ["claim", "task", "effect [95% CI]", "n", "interval", "outcome", "p (Holm)", "seeds for power"],
+              align="llrrllrl")
     for c in claims:
         m = c.main
         for task, e in m.effects.items():
             need = m.seeds_needed.get(task, math.nan)
+            p = m.p_holm.get(task, math.nan)
             t.rows.append([c.label, task, effect_text(c, e), str(e.n), e.method or "--", e.outcome,
+                           f"{p:.2g}" if math.isfinite(p) else "--",
                            f"{need:.0f}" if need is not None and math.isfinite(need) else "--"])
         if m.pooled is not None and m.pooled.n > 1:
             t.rows.append([c.label, Cell("pooled", bold=True), effect_text(c, m.pooled), str(m.pooled.n),
-                           m.pooled.method, Cell(m.pooled.outcome, bold=True), ""])
+                           m.pooled.method, Cell(m.pooled.outcome, bold=True), "", ""])
     return t
 
 

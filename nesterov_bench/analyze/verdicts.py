@@ -23,6 +23,9 @@ Knapp's t-interval with k - 1 degrees of freedom, modified as in ``pool``; stats
                   meaningful effect in the claim's favour)
     inconclusive  otherwise, or with no task that has an interval
 
+Per task, a two-sided p-value of "no effect" is reported too, Holm-adjusted over the claim's tasks
+(``holm``); the verdict does not use it.
+
 Power: the seeds a paired t-test needs to detect an effect of ``rope`` at ``power`` (two-sided,
 ``1 - level``) given a task's measured seed-to-seed spread (``statsmodels``' ``TTestPower``).
 """
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 from statsmodels.stats.meta_analysis import combine_effects
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 FOR, AGAINST, EQUIVALENT, INCONCLUSIVE = "for", "against", "equivalent", "inconclusive"
@@ -55,6 +59,7 @@ class Estimate:
     outcome: str = INCONCLUSIVE
     tau2: float = math.nan  # between-task variance (pooled)
     method: str = ""
+    p: float = math.nan  # two-sided p-value of "no effect" (t on n - 1 degrees of freedom, per task)
 
     @property
     def has_interval(self) -> bool:
@@ -105,7 +110,17 @@ def task_effect(values, rope: float, cfg: dict, resolution_var=0.0) -> Estimate:
     else:
         hw = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
         low, high, method = mean - hw, mean + hw, "t"
-    return Estimate(mean, low, high, se, n, sd, outcome(low, high, rope), method=method)
+    p = float(2 * stats.t.sf(abs(mean) / se, n - 1)) if se > 0 else float(mean == 0)
+    return Estimate(mean, low, high, se, n, sd, outcome(low, high, rope), method=method, p=p)
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-adjusted p-values over a claim's tasks (statsmodels' ``multipletests``); nan stays nan."""
+    keys = [k for k, v in p_values.items() if math.isfinite(v)]
+    if not keys:
+        return {k: math.nan for k in p_values}
+    adjusted = multipletests([p_values[k] for k in keys], method="holm")[1]
+    return {k: float(dict(zip(keys, adjusted, strict=True)).get(k, math.nan)) for k in p_values}
 
 
 def pool(effects: list[Estimate], rope: float, cfg: dict) -> Estimate | None:
