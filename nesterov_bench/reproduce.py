@@ -50,6 +50,9 @@ DEFAULT_PROFILE = "quick"  # runs on a 2-core CPU in under an hour; paper needs 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
 RECIPES = ("seed000_linreg", "seed002_mnist", "quadratic_theory", "noise_floor", "schedule_forms",
            "schedule_forms_quadratic", "stability_map")
+# The width sweep (claim v): the main study's tune -> select -> final once per width of mnist_mlp, each
+# width its own study <profile>-width<W> (conf/experiment/width_tune.yaml, width_final.yaml).
+WIDTH_STAGES = ("width_tune", "width_select", "width_final")
 SMOKE_RECIPE_BUDGET = ["train.max_steps=20"]
 
 
@@ -62,6 +65,8 @@ class Stage:
     depth: int = 3  # directory levels between stage_dir and seed=N (task/optimizer/hp)
     modules: list[tuple[str, list[str]]] = field(default_factory=list)  # (module, its tasks), in order
     base: list[str] = field(default_factory=list)  # the overrides its config was composed with
+    studies: list[str] = field(default_factory=list)  # a selection stage's studies (default: the profile)
+    pattern: str = ""  # glob of its finished runs' run.json under stage_dir (default: by depth)
 
 
 def by_vectorizing(cfg: DictConfig, params: dict[str, str]) -> list[tuple[str, list[str]]]:
@@ -91,7 +96,7 @@ def sweep_size(overrides: list[str], cfg: DictConfig, params: dict[str, str]) ->
 
 
 def finished(st: Stage) -> int:
-    pattern = "*/" * st.depth + "seed=*/run.json"
+    pattern = st.pattern or "*/" * st.depth + "seed=*/run.json"
     return sum(store.is_finished(p.parent) for p in st.stage_dir.glob(pattern))
 
 
@@ -115,13 +120,16 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
         common.append(f"hydra/launcher={launcher}")
     stages = [Stage("tune", ["experiment=tune", *common, *overrides]), Stage("select", []),
               Stage("final", ["experiment=final", *common, *overrides])]
+    extra = SMOKE_RECIPE_BUDGET if profile == "smoke" else []
     for recipe in RECIPES:
-        extra = SMOKE_RECIPE_BUDGET if profile == "smoke" else []
         stages.append(Stage(recipe, [f"experiment={recipe}", *common, *extra, *overrides]))
+    for name in WIDTH_STAGES:
+        stages.append(Stage(name, [] if name == "width_select" else
+                            [f"experiment={name}", *common, *extra, *overrides]))
     for st in stages:
         if st.overrides:
             base = [o for o in st.overrides if not o.startswith("hydra/")]
-            if st.name == "final":  # its trial comes from the tuned file, which may not exist yet
+            if st.name in ("final", "width_final"):  # its trial comes from a tuned file, maybe not there yet
                 base = [*base, "trial=0"]
             if st.name.startswith("schedule_forms"):  # so do its lr and momentum
                 base = [*base, "optimizer.lr=1.0", "optimizer.momentum=0.9"]
@@ -132,6 +140,11 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
             if st.name.startswith(("quadratic_theory", "noise_floor", "schedule_forms", "stability")):
                 # their stage (kappa=, batch=, the schedule) is swept
                 st.stage_dir, st.depth = st.stage_dir.parent, 4
+            if st.name.startswith("width"):  # one experiment per width: <profile>-width<W>/<tune|final>
+                st.pattern = f"{cfg.sweep.name}-width*/{cfg.stage}/*/*/*/seed=*/run.json"
+                st.stage_dir = st.stage_dir.parent.parent
+    widths = swept_values("sweep.width", str(compose([*common, "experiment=width_tune"]).sweep.widths))
+    stages[[s.name for s in stages].index("width_select")].studies = [f"{profile}-width{w}" for w in widths]
     stages.append(Stage("analyze", []))
     return stages
 
@@ -157,8 +170,9 @@ def missing_data(profile: str, stages: list[Stage]) -> str | None:
 def commands(st: Stage, args: argparse.Namespace) -> list[list[str]]:
     """A stage's commands (``python`` arguments), run in order: a training stage's one sweep per
     module (``Stage.modules``), else the one selection or analysis command."""
-    if st.name == "select":
-        return [["-m", "nesterov_bench.select", "--profile", args.profile, "--results", args.results]]
+    if st.name in ("select", "width_select"):
+        return [["-m", "nesterov_bench.select", "--profile", study, "--results", args.results]
+                for study in st.studies or [args.profile]]
     if st.name == "analyze":
         return [["-m", "nesterov_bench.analyze", "--profile", args.profile, "--results", args.results,
                  *(["--out", args.analysis_out] if args.analysis_out else []),
@@ -299,7 +313,7 @@ def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> No
                 print(f"stage {st.name} failed (exit {code}); last lines of {log_path}:", file=sys.stderr)
                 print("\n".join(lines[-15:]), file=sys.stderr)
                 sys.exit(code)
-            for w in (ln for ln in lines if st.name == "select" and ln.startswith("warning")):
+            for w in (ln for ln in lines if st.name.endswith("select") and ln.startswith("warning")):
                 tqdm.write(w)
     except KeyboardInterrupt:
         bar.leave = False  # the one line main prints replaces the bar

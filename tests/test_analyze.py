@@ -29,16 +29,19 @@ from nesterov_bench.analyze.tables import tex
 from .conftest import REPO
 
 OPTS = ["gd", "momentum", "nesterov", "adam"]
-TASKS = {"mnist_logreg": ("val", "accuracy", "max"), "linreg": ("val", "loss", "min")}
+TASKS = {"mnist_logreg": ("val", "accuracy", "max"), "linreg": ("val", "loss", "min"),
+         "mnist_mlp": ("val", "accuracy", "max")}
 
 
 def write_run(root: Path, *, task: str, opt: str, lr: float, seed: int, stage: str, tau: float,
-              experiment: str = "quick", status: str = "completed", steps: int = 1000) -> Path:
+              experiment: str = "quick", status: str = "completed", steps: int = 1000,
+              task_cfg: dict | None = None) -> Path:
     """One run in the store's format whose validation curve approaches its limit with time constant tau
     steps (smaller = faster): accuracy 0.95 (1 - e^(-t/tau)), or loss 400 + 4000 e^(-t/tau)."""
     split, metric, mode = TASKS[task]
     cfg = {"results_dir": str(root), "experiment_name": experiment, "stage": stage, "seed": seed,
-           "task": {"name": task}, "train": {"epoch_decay": 0.0}, "data": {"generated": False},
+           "task": {"name": task, **(task_cfg or {})}, "train": {"epoch_decay": 0.0},
+           "data": {"generated": False},
            "optimizer": {"name": opt, "lr": lr, "momentum": 0.9 if opt in ("momentum", "nesterov") else 0.0,
                          "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}}
     t = np.arange(0, steps + 1, 50, dtype=float)
@@ -66,7 +69,7 @@ def write_run(root: Path, *, task: str, opt: str, lr: float, seed: int, stage: s
 
 def make_store(root: Path, tau: dict[str, float], seeds=(100, 101, 102)) -> Path:
     """Tune (3 rates, the middle one best) and final runs for every task and optimizer."""
-    for task in TASKS:
+    for task in ("mnist_logreg", "linreg"):
         for opt in OPTS:
             for lr, factor in ((0.001, 3.0), (0.01, 1.0), (0.1, 1.5)):
                 write_run(root, task=task, opt=opt, lr=lr, seed=0, stage="tune", tau=tau[opt] * factor)
@@ -287,6 +290,25 @@ def test_target_levels_are_reached_by_every_reference_seed_in_time(tmp_path):
         assert ref == "nesterov" and levels == sorted(levels)  # tighter with a larger budget share
         mine = h[(h.task == task) & (h.optimizer == ref)]
         assert mine.reached.all() and (mine.steps <= mine.fraction * mine.tau).all()
+
+
+def test_claim_v_is_the_slope_over_the_width_sweep(tmp_path):
+    """Nesterov 4x faster than GD at width 16, halving with every factor 4 of width (about 1.6x per decade
+    of parameters): larger gains for small models, measured over the widths."""
+    root = make_store(tmp_path / "r", FAST_NESTEROV, seeds=range(100, 110))
+    mlp = {"val_size": 100, "train_size": None, "test_size": None, "data_seed": 0}
+    for width, gain in ((16, 4.0), (64, 2.0), (256, 1.0), (1024, 0.5)):
+        for opt, tau in (("gd", 200.0), ("nesterov", 200.0 / gain)):
+            for seed in range(100, 110):
+                write_run(root, task="mnist_mlp", opt=opt, lr=0.01, seed=seed, stage="final", tau=tau,
+                          experiment=f"quick-width{width}", task_cfg={**mlp, "hidden": [width, width]})
+    study = Study("quick", load(root))
+    assert study.widths == [16, 64, 256, 1024]
+    assert study.width_parameters[16] == 784 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10
+    size = next(c for c in claims.evaluate(study) if c.key == "larger_gains_small")
+    assert size.main.pooled.method.endswith("over widths") and size.verdict == verdicts.SUPPORTED
+    assert 0.3 < size.main.pooled.estimate < 1.2  # log2 of the gain lost per decade of parameters
+    assert "width_sweep" in {t.name for t in [tables.width_table(study, claims.evaluate(study))] if t}
 
 
 def test_bold_only_beyond_the_equivalence_region(tmp_path):

@@ -54,6 +54,7 @@ def test_every_experiment_composes(tmp_path, experiment, profile):
     choices = {t: dict.fromkeys(("gd", "momentum", "nesterov", "adam"), chosen) for t in TASKS}
     (tmp_path / "tuned").mkdir()
     write_json(tmp_path / "tuned" / f"{name}.json", {"choices": choices})
+    write_json(tmp_path / "tuned" / f"{name}-width64.json", {"choices": choices})  # experiment=width_final
     s = resolve(compose_config([f"experiment={experiment}", f"profile={profile}",
                                 f"results_dir={tmp_path}"]))
     assert s.cfg["experiment_name"].startswith(name)

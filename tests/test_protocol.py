@@ -176,6 +176,11 @@ def test_reproduce_smoke_profile_runs_every_stage(smoke):
     assert sum(k.startswith("runs/smoke-seed002_mnist/") for k in runs) == 2 * 3 * 2
     assert sum(k.startswith("runs/smoke-quadratic_theory/") for k in runs) == 3 * 3 * 2
     assert sum(k.startswith("runs/smoke-noise_floor/") for k in runs) == 2 * 3 * 3 * 2
+    # the width sweep: each width its own study, tuned by the main rule, then its final seeds
+    for width in (16, 64):
+        choices = json.loads((results / "tuned" / f"smoke-width{width}.json").read_text())["choices"]
+        assert set(choices["mnist_mlp"]) == {"gd", "momentum", "nesterov"}
+        assert sum(k.startswith(f"runs/smoke-width{width}/final/") for k in runs) == 3 * 2
 
 
 @pytest.mark.slow

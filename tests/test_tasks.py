@@ -178,3 +178,16 @@ def test_a_task_keeps_no_state_between_loading_and_evaluating(name):
         on_one = task.evaluate(model, one.train, 100, one)
         assert task.evaluate(model, other.train, 100, other) == on_one
         assert task.evaluate(model, one.train, 100, shifted)["suboptimality"] != on_one["suboptimality"]
+
+
+MLP = {"name": "mnist_mlp", "val_size": 100, "train_size": None, "test_size": None, "data_seed": 0}
+
+
+def test_mnist_mlp_hidden_widths_default_to_deepobs_and_can_be_set():
+    deepobs = make_task({**MLP, "hidden": None}).build_model()
+    assert [m.out_features for m in deepobs if isinstance(m, torch.nn.Linear)] == [1000, 500, 100, 10]
+    small = make_task({**MLP, "hidden": [16, 16]}).build_model()
+    assert sum(p.numel() for p in small.parameters()) == 784 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10
+    for bad in ([], [0, 16], [16.5], [True], "16"):
+        with pytest.raises(ConfigError, match="task.hidden"):
+            make_task({**MLP, "hidden": bad})

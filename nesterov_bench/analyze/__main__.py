@@ -45,7 +45,8 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
             tables.claims_table(claims), tables.claims_detail_table(claims), tables.sensitivity_table(study)]
     if rates:
         tbls.append(tables.theory_table(study, rates))
-    tbls += [t for t in (tables.speed_levels_table(study), tables.recipes_table(study),
+    tbls += [t for t in (tables.speed_levels_table(study), tables.width_table(study, claims),
+                         tables.recipes_table(study),
                          tables.noise_table(study), tables.schedule_table(study)) if t]
     noisy_q = noisy.results(study.cfg["noisy_quadratic"], results)
     tbls.append(tables.noisy_table(noisy_q))
@@ -61,7 +62,7 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
                 *figures.profile(study, figs), *figures.quadratic_fig(study, figs, rates),
                 *figures.noise_floor(study, figs), *figures.stability(grids, figs),
                 *figures.forest(claims, figs), *figures.speedup_curve(study, figs),
-                *figures.tunability(study, figs)]
+                *figures.tunability(study, figs), *figures.width_fig(study, claims, figs)]
         num = {**numbers.collect(study, claims, rates, len(loaded.skipped)),
                **numbers.stability_numbers(study, grids), **numbers.noisy_numbers(noisy_q)}
         (tmp / "numbers.tex").write_text(numbers.latex(num))

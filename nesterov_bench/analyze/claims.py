@@ -76,9 +76,15 @@ def _rule(study: Study) -> dict:
 def _compare(study: Study, baseline: str, per_task: dict[str, tuple[list[float], list[float]]],
              rope: float) -> Comparison:
     """A comparison from per-task (per-seed values, per-seed resolution variances)."""
+    return _compare_units(study, baseline, per_task, rope, study.tasks)
+
+
+def _compare_units(study: Study, baseline: str, per_task: dict[str, tuple[list[float], list[float]]],
+                   rope: float, units: list[str]) -> Comparison:
+    """``_compare`` over ``units`` (tasks, or the width sweep's widths), in that order."""
     rule = _rule(study)
     c = Comparison(baseline)
-    for task in study.tasks:
+    for task in units:
         if task in per_task:
             values, res = per_task[task]
             e = verdicts.task_effect(values, rope, rule, res)
@@ -91,9 +97,10 @@ def _compare(study: Study, baseline: str, per_task: dict[str, tuple[list[float],
     return c
 
 
-def _log_ratios(study: Study, task: str, baseline: str) -> tuple[dict, dict]:
-    """seed -> per-level log2(restricted steps of ``baseline`` / of Nesterov) and its variance."""
-    h = study.hits[study.hits.task == task]
+def _log_ratios(hits, task: str, baseline: str) -> tuple[dict, dict]:
+    """seed -> per-level log2(restricted steps of ``baseline`` / of Nesterov) and its variance, from
+    ``hits`` (``Study.hits`` or ``Study.width_hits``) of one ``task`` (or width)."""
+    h = hits[hits.task == task]
     nest = h[h.optimizer == "nesterov"].set_index(["seed", "level"])
     base = h[h.optimizer == baseline].set_index(["seed", "level"])
     common = nest.index.intersection(base.index)
@@ -105,11 +112,14 @@ def _log_ratios(study: Study, task: str, baseline: str) -> tuple[dict, dict]:
     return ratio, var
 
 
-def speedups(study: Study, baseline: str) -> dict[str, tuple[list[float], list[float]]]:
-    """task -> per-seed log2 speed-up over ``baseline``, averaged over the target levels."""
+def speedups(study: Study, baseline: str, widths: bool = False) -> dict[str, tuple[list[float], list[float]]]:
+    """task (or width unit) -> per-seed log2 speed-up over ``baseline``, averaged over the target
+    levels; ``widths``: of the width sweep's widths instead of the tasks."""
     out = {}
-    for task in study.target_levels:
-        ratio, var = _log_ratios(study, task, baseline)
+    units = [study.width_unit(w) for w in study.width_levels] if widths else list(study.target_levels)
+    hits = study.width_hits if widths else study.hits
+    for task in units:
+        ratio, var = _log_ratios(hits, task, baseline)
         seeds = sorted(ratio)
         if seeds:
             out[task] = ([float(np.mean(list(ratio[s].values()))) for s in seeds],
@@ -122,7 +132,7 @@ def early_minus_late(study: Study, baseline: str) -> dict[str, tuple[list[float]
     out = {}
     last = len(study.cfg["target_fractions"]) - 1
     for task in study.target_levels:
-        ratio, var = _log_ratios(study, task, baseline)
+        ratio, var = _log_ratios(study.hits, task, baseline)
         seeds = [s for s in sorted(ratio) if 0 in ratio[s] and last in ratio[s]]
         if seeds:
             out[task] = ([ratio[s][0] - ratio[s][last] for s in seeds],
@@ -145,27 +155,37 @@ def share_differences(study: Study, baseline: str) -> dict[str, tuple[list[float
     return out
 
 
-def size_slope(study: Study, speed: Comparison, rope: float) -> Comparison:
-    """Minus the slope of the per-task speed-up against log10(parameters), weighted by 1 / (se^2 + tau^2)
-    of the speed-up's pooling, with a t-interval on k - 2 degrees of freedom; > 0: larger gains for
-    smaller models. Needs three tasks."""
-    c = Comparison(speed.baseline)
-    params = study.parameters
-    tasks = [t for t, e in speed.effects.items() if e.has_interval and t in params]
-    if len(tasks) < 3:
+def size_slope(study: Study, baseline: str, rope: float, across_tasks: Comparison) -> Comparison:
+    """Minus the slope of the per-unit speed-up over ``baseline`` against log10(parameters), weighted by
+    1 / (se^2 + tau^2), with a t-interval on k - 2 degrees of freedom; > 0: larger gains for smaller
+    models. The units are the width sweep's widths of one architecture when it has three or more;
+    otherwise the tasks (``across_tasks``: claim (i)'s comparison), where size is confounded with data,
+    architecture and budget."""
+    rule = _rule(study)
+    per_width = _compare_units(study, baseline, speedups(study, baseline, widths=True), math.log2(
+        rule["rope"]["speedup"]), [study.width_unit(w) for w in study.widths])
+    if sum(e.has_interval for e in per_width.effects.values()) >= 3:
+        source = per_width
+        params = {study.width_unit(w): n for w, n in study.width_parameters.items()}
+    else:
+        source, params = across_tasks, study.parameters
+    c = Comparison(baseline)
+    units = [t for t, e in source.effects.items() if e.has_interval and t in params]
+    c.effects = {t: source.effects[t] for t in units}
+    c.seeds_needed = {t: source.seeds_needed[t] for t in units if t in source.seeds_needed}
+    if len(units) < 3:
         return c
-    y = np.array([speed.effects[t].estimate for t in tasks])
-    x = np.log10([params[t] for t in tasks])
-    tau2 = speed.pooled.tau2 if speed.pooled and math.isfinite(speed.pooled.tau2) else 0.0
-    w = 1 / (np.array([speed.effects[t].se for t in tasks]) ** 2 + tau2)
+    y = np.array([source.effects[t].estimate for t in units])
+    x = np.log10([params[t] for t in units])
+    tau2 = source.pooled.tau2 if source.pooled and math.isfinite(source.pooled.tau2) else 0.0
+    w = 1 / (np.array([source.effects[t].se for t in units]) ** 2 + tau2)
     fit = sm.WLS(y, sm.add_constant(x), weights=w).fit()
-    level = _rule(study)["level"]
     slope, se = -float(fit.params[1]), float(fit.bse[1])
-    hw = float(stats.t.ppf(0.5 + level / 2, len(tasks) - 2)) * se
-    c.pooled = Estimate(slope, slope - hw, slope + hw, se, len(tasks),
+    hw = float(stats.t.ppf(0.5 + rule["level"] / 2, len(units) - 2)) * se
+    c.pooled = Estimate(slope, slope - hw, slope + hw, se, len(units),
                         outcome=verdicts.outcome(slope - hw, slope + hw, rope), tau2=tau2,
-                        method="weighted meta-regression")
-    c.effects = {t: speed.effects[t] for t in tasks}
+                        method="weighted meta-regression" + (" over widths" if source is per_width
+                                                             else " over tasks"))
     c.verdict = verdicts.verdict(c.pooled.outcome)
     return c
 
@@ -193,7 +213,7 @@ def evaluate(study: Study) -> list[Claim]:
         Claim("larger_gains_small", "(v)", "the gains are larger for small models than for large ones",
               "the second article (smaller models gain more), against traditional optimizers",
               "minus the slope of the speed-up of (i) against log10(parameters), weighted meta-regression "
-              "over tasks", "slope", math.log2(rope["size_per_decade"])),
+              "over tasks (no width sweep in these results)", "slope", math.log2(rope["size_per_decade"])),
     ]
     for c in claims:
         baselines = [c.primary] if c.primary != PRIMARY else [PRIMARY, *SECONDARY]
@@ -205,9 +225,14 @@ def evaluate(study: Study) -> list[Claim]:
             elif c.key == "less_sensitive":
                 c.comparisons[b] = _compare(study, b, share_differences(study, b), c.rope)
             else:
-                c.comparisons[b] = size_slope(study, claims[0].comparisons[b], c.rope)
-    claims[4].note = ("across tasks, so model size is confounded with data, architecture and budget; "
-                      "the width sweep of one architecture is not in these results")
+                c.comparisons[b] = size_slope(study, b, c.rope, claims[0].comparisons[b])
+    size = claims[4].main.pooled
+    if size is not None and size.method.endswith("over widths"):
+        claims[4].measurement = ("minus the slope of the speed-up of (i) against log10(parameters) over "
+                                 "the widths of mnist_mlp (784-W-W-10), weighted meta-regression")
+    else:
+        claims[4].note = ("across tasks, so model size is confounded with data, architecture and budget; "
+                          "the width sweep of one architecture is not in these results")
     return claims
 
 

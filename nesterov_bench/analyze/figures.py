@@ -49,6 +49,22 @@ def band(frame: pd.DataFrame, x: str = "step") -> pd.DataFrame:
     return out
 
 
+def grid(n: int, max_cols: int, width: float, height: float):
+    """A figure of ``n`` panels in rows of at most ``max_cols`` (each ``width`` x ``height`` inches)."""
+    cols = min(max_cols, n)
+    rows = math.ceil(n / cols)
+    return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
+                        layout="constrained")
+
+
+def legend_below(fig, axes, n: int) -> None:
+    """Hide the panels past the ``n``-th and put the first panel's legend under the figure."""
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=max(1, len(labels)), fontsize=8)
+
+
 def _log_y(key: str) -> bool:
     return not key.endswith("accuracy")
 
@@ -105,10 +121,7 @@ def curves(study: Study, out: Path) -> list[Path]:
 def sensitivity(study: Study, out: Path) -> list[Path]:
     """Final validation metric against the learning rate, tuning stage; diverged rates as x."""
     tasks = study.tasks
-    cols = min(4, len(tasks))
-    rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = grid(len(tasks), 4, 3.6, 3.2)
     for ax, task in zip(axes.flat, tasks, strict=False):
         key = study.select_key(task)
         scale = 100 if key.endswith("accuracy") else 1
@@ -140,10 +153,7 @@ def sensitivity(study: Study, out: Path) -> list[Path]:
         ax.set_xlabel("learning rate")
         ax.set_ylabel(unit(key))
         ax.set_title(f"{task} (1 seed per rate)", fontsize=9)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8)
+    legend_below(fig, axes, len(tasks))
     fig.suptitle("Learning-rate sensitivity: x = diverged, ring = chosen rate")
     return save(fig, out, "sensitivity")
 
@@ -377,9 +387,7 @@ def speedup_curve(study: Study, out: Path) -> list[Path]:
     tasks = [t for t in study.tasks if t in study.target_levels]
     if h.empty or not tasks:
         return []
-    cols = min(3, len(tasks))
-    rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.7 * rows), squeeze=False)
+    fig, axes = grid(len(tasks), 3, 3.3, 2.7)
     nest = h[h.optimizer == "nesterov"][["task", "seed", "level", "steps"]]
     for ax, task in zip(axes.flat, tasks, strict=False):
         for opt in [o for o in study.optimizers if o != "nesterov"]:
@@ -399,12 +407,9 @@ def speedup_curve(study: Study, out: Path) -> list[Path]:
         ax.set_xlabel("target level (fraction of budget)", fontsize=8)
         ax.set_ylabel("Nesterov's speed-up", fontsize=8)
         ax.set_title(f"{task} (reference: {OPT_LABEL[study.target_levels[task][0]]})", fontsize=8)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7)
+    legend_below(fig, axes, len(tasks))
     fig.suptitle("Speed-up as a function of the target (restricted steps; geometric mean, 95% interval)",
-                 fontsize=9, y=1.0)
-    fig.tight_layout()
+                 fontsize=9)
     return save(fig, out, "speedup_curve")
 
 
@@ -423,10 +428,7 @@ def tunability(study: Study, out: Path) -> list[Path]:
     tasks = [t for t in study.tasks if len(study.tune[study.tune.task == t])]
     if not tasks:
         return []
-    cols = min(3, len(tasks))
-    rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.7 * rows), squeeze=False,
-                             layout="constrained")
+    fig, axes = grid(len(tasks), 3, 3.3, 2.7)
     for ax, task in zip(axes.flat, tasks, strict=False):
         key = study.select_key(task)
         tune = study.tune[study.tune.task == task]
@@ -446,10 +448,44 @@ def tunability(study: Study, out: Path) -> list[Path]:
         ax.set_xlabel("trials k", fontsize=8)
         ax.set_ylabel(f"expected best {unit(key)}", fontsize=8)
         ax.set_title(task, fontsize=9)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=max(1, len(labels)), fontsize=8)
+    legend_below(fig, axes, len(tasks))
     fig.suptitle("Tunability: expected best validation score within k random trials of the tuning space",
                  fontsize=9)
     return save(fig, out, "tunability")
+
+
+def width_fig(study: Study, claims: list, out: Path) -> list[Path]:
+    """Claim (v) over the width sweep: Nesterov's speed-up over GD and heavy ball against the parameter
+    count (95% interval over seeds), with the weighted meta-regression's line."""
+    size = next(c for c in claims if c.key == "larger_gains_small")
+    params = study.width_parameters
+    if not params:
+        return []
+    shown = [b for b in ("gd", "momentum") if (comp := size.comparisons.get(b)) is not None
+             and comp.pooled is not None and comp.pooled.method.endswith("over widths")]
+    if not shown:
+        return []
+    fig, ax = plt.subplots(figsize=(4.6, 3.4), layout="constrained")
+    for b in shown:
+        comp = size.comparisons[b]
+        pts = [(params[w], comp.effects[study.width_unit(w)]) for w in study.widths
+               if study.width_unit(w) in comp.effects and w in params]
+        x = np.array([p for p, _ in pts], dtype=float)
+        est = np.array([e.estimate for _, e in pts])
+        lo, hi = np.array([e.low for _, e in pts]), np.array([e.high for _, e in pts])
+        nudge = 0.93 if b == "gd" else 1.07  # side by side, not on top of each other
+        ax.errorbar(x * nudge, 2 ** est, yerr=[2 ** est - 2 ** lo, 2 ** hi - 2 ** est], fmt="o",
+                    color=COLORS[b], capsize=3,
+                    label=f"vs {OPT_LABEL[b]}: {2 ** -comp.pooled.estimate:.2f}x per decade")
+        w = 1 / (np.array([e.se for _, e in pts]) ** 2 + (comp.pooled.tau2 or 0.0))
+        slope, icpt = np.polyfit(np.log10(x), est, 1, w=np.sqrt(w))
+        xs = np.geomspace(x.min(), x.max(), 50)
+        ax.plot(xs, 2 ** (icpt + slope * np.log10(xs)), "-", color=COLORS[b], lw=1)
+    ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("parameters (mnist_mlp 784-W-W-10)", fontsize=8)
+    ax.set_ylabel("Nesterov's speed-up", fontsize=8)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=7)
+    ax.set_title("Speed-up against model size (width sweep)", fontsize=9)
+    return save(fig, out, "width_sweep")

@@ -59,6 +59,11 @@ def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dic
     }
     for c in claims:
         num.update(claim_numbers(c))
+    if study.widths:
+        num["width/widths"] = ", ".join(str(w) for w in study.widths)
+        params = study.width_parameters
+        if params:
+            num["width/params"] = f"{min(params.values()):,} to {max(params.values()):,}"
     for task in study.tasks:
         key = study.report_key(task)
         num[f"final/{task}/metric"] = unit(key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -150,40 +151,88 @@ class Study:
                 })
         return pd.DataFrame(rows)
 
+    def levels_of(self, runs: pd.DataFrame, key: str) -> tuple[str, list[float]] | None:
+        """(reference optimizer, the oriented score of each level of ``target_fractions``) of a group
+        of final runs compared with each other (a task; a width of the width sweep); see ``speed``.
+        The reference is the optimizer with the best mean final validation score."""
+        done = runs[runs.status == "completed"]
+        if done.empty:
+            return None
+        scores = [measures.score(key, v) for v in done[f"final:{key}"]]
+        ref = str(done.assign(score=scores).groupby("optimizer").score.mean().idxmax())
+        curves = [speed.best_so_far(self.metrics_of(i), key) for i in done[done.optimizer == ref].run_id]
+        return ref, speed.levels(curves, self.cfg["target_fractions"], float(runs.steps.max()))
+
+    def hits_of(self, unit: str, runs: pd.DataFrame, key: str, levels: list[float]) -> list[dict]:
+        """One row per run and level: the restricted time to it (``speed.hit``); ``task`` = ``unit``."""
+        rows = []
+        tau = float(runs.steps.max())
+        for r in runs.itertuples():
+            curve = speed.best_so_far(self.metrics_of(r.run_id), key)
+            for i, (fraction, level) in enumerate(zip(self.cfg["target_fractions"], levels, strict=True)):
+                h = (speed.hit(curve, level, tau) if r.status == "completed"
+                     else speed.Hit(tau, False, 0.0))  # a diverged run never arrives
+                rows.append({"task": unit, "optimizer": r.optimizer, "seed": r.seed, "level": i,
+                             "fraction": fraction, "steps": h.steps, "reached": h.reached,
+                             "log2_var": h.log2_var, "tau": tau})
+        return rows
+
     @cached_property
     def target_levels(self) -> dict[str, tuple[str, list[float]]]:
-        """task -> (reference optimizer, the oriented score of each level of ``target_fractions``);
-        see ``speed``. The reference is the optimizer with the best mean final validation score."""
-        out = {}
-        fractions = self.cfg["target_fractions"]
-        for task, runs in self.final.groupby("task"):
-            key = self.select_key(task)
-            done = runs[runs.status == "completed"]
-            if done.empty:
-                continue
-            scores = [measures.score(key, v) for v in done[f"final:{key}"]]
-            ref = str(done.assign(score=scores).groupby("optimizer").score.mean().idxmax())
-            curves = [speed.best_so_far(self.metrics_of(i), key) for i in done[done.optimizer == ref].run_id]
-            out[task] = (ref, speed.levels(curves, fractions, float(runs.steps.max())))
-        return {t: out[t] for t in self.tasks if t in out}
+        """task -> (reference optimizer, levels) of the final runs (``levels_of``)."""
+        out = {t: self.levels_of(self.final[self.final.task == t], self.select_key(t)) for t in self.tasks}
+        return {t: v for t, v in out.items() if v is not None}
 
     @cached_property
     def hits(self) -> pd.DataFrame:
-        """One row per final run and target level: the restricted time to it (``speed.hit``)."""
+        """One row per final run and target level: the restricted time to it (``hits_of``)."""
+        rows = [row for task, (_, lv) in self.target_levels.items()
+                for row in self.hits_of(task, self.final[self.final.task == task], self.select_key(task), lv)]
+        return pd.DataFrame(rows, columns=HIT_COLUMNS)
+
+    # --- the width sweep ---------------------------------------------------------------------------
+    @cached_property
+    def width_runs(self) -> pd.DataFrame:
+        """The width sweep's runs (experiments ``<profile>-width<W>``), with their ``width``."""
+        runs = self.loaded.runs
+        width = runs.experiment.str.extract(rf"^{re.escape(self.profile)}-width(\d+)$")[0]
+        return runs[width.notna()].assign(width=width.dropna().astype(int))
+
+    @cached_property
+    def widths(self) -> list[int]:
+        final = self.width_runs[self.width_runs.stage == "final"]
+        return sorted(set(final.width))
+
+    def width_unit(self, width: int) -> str:
+        return f"width {width}"
+
+    @cached_property
+    def width_levels(self) -> dict[int, tuple[str, list[float]]]:
+        final = self.width_runs[self.width_runs.stage == "final"]
+        out = {}
+        for w in self.widths:
+            runs = final[final.width == w]
+            got = self.levels_of(runs, self.select_key(runs.task.iloc[0]))
+            if got is not None:
+                out[w] = got
+        return out
+
+    @cached_property
+    def width_hits(self) -> pd.DataFrame:
+        """``hits`` of the width sweep's final runs, ``task`` = ``width_unit(W)``."""
+        final = self.width_runs[self.width_runs.stage == "final"]
         rows = []
-        for task, (_, lv) in self.target_levels.items():
-            runs = self.final[self.final.task == task]
-            key, tau = self.select_key(task), float(runs.steps.max())
-            for r in runs.itertuples():
-                curve = speed.best_so_far(self.metrics_of(r.run_id), key)
-                for i, (fraction, level) in enumerate(zip(self.cfg["target_fractions"], lv, strict=True)):
-                    h = (speed.hit(curve, level, tau) if r.status == "completed"
-                         else speed.Hit(tau, False, 0.0))  # a diverged run never arrives
-                    rows.append({"task": task, "optimizer": r.optimizer, "seed": r.seed, "level": i,
-                                 "fraction": fraction, "steps": h.steps, "reached": h.reached,
-                                 "log2_var": h.log2_var, "tau": tau})
-        return pd.DataFrame(rows, columns=["task", "optimizer", "seed", "level", "fraction", "steps",
-                                           "reached", "log2_var", "tau"])
+        for w, (_, lv) in self.width_levels.items():
+            runs = final[final.width == w]
+            rows += self.hits_of(self.width_unit(w), runs, self.select_key(runs.task.iloc[0]), lv)
+        return pd.DataFrame(rows, columns=HIT_COLUMNS)
+
+    @cached_property
+    def width_parameters(self) -> dict[int, int]:
+        """width -> the model's trainable parameters, counted from a final run's task config."""
+        final = self.width_runs[self.width_runs.stage == "final"]
+        return {w: n for w in self.widths
+                if (n := count_parameters(Path(final[final.width == w].path.iloc[0]))) is not None}
 
     @cached_property
     def tolerance_shares(self) -> pd.DataFrame:
@@ -210,18 +259,9 @@ class Study:
     @cached_property
     def parameters(self) -> dict[str, int]:
         """task -> the number of trainable parameters of its model, counted from a final run's task
-        config (the only place the analysis imports torch)."""
-        from ..tasks import make_task  # noqa: PLC0415 -- torch: only when a claim needs the count
-
-        out = {}
-        for task, runs in self.final.groupby("task"):
-            cfg = json.loads((Path(runs.path.iloc[0]) / "run.json").read_text())["config"]["task"]
-            try:
-                model = make_task(cfg).build_model()
-            except ConfigError:  # a task config this code cannot build (e.g. a test's stand-in)
-                continue
-            out[task] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        return out
+        config."""
+        out = {t: count_parameters(Path(self.final[self.final.task == t].path.iloc[0])) for t in self.tasks}
+        return {t: n for t, n in out.items() if n is not None}
 
     def by_seed(self, task: str, optimizer: str, column: str) -> dict[int, float]:
         p = self.per_run
@@ -230,6 +270,22 @@ class Study:
 
     def theory_kappas(self) -> list[float]:
         return sorted(self.theory.kappa.dropna().unique()) if len(self.theory) else []
+
+
+HIT_COLUMNS = ["task", "optimizer", "seed", "level", "fraction", "steps", "reached", "log2_var", "tau"]
+
+
+def count_parameters(run_dir: Path) -> int | None:
+    """The trainable parameters of the model a run's task config builds (the only place the analysis
+    imports torch); None for a task config this code cannot build (e.g. a test's stand-in)."""
+    from ..tasks import make_task  # noqa: PLC0415 -- torch: only when a claim needs the count
+
+    cfg = json.loads((run_dir / "run.json").read_text())["config"]["task"]
+    try:
+        model = make_task(cfg).build_model()
+    except ConfigError:
+        return None
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def finite(values) -> np.ndarray:

@@ -264,6 +264,42 @@ def speed_levels_table(study: Study) -> Table | None:
     return t
 
 
+def width_table(study: Study, claims: list[Claim]) -> Table | None:
+    """The width sweep: per width, its parameters, each optimizer's chosen learning rate (and momentum)
+    and final test accuracy, and Nesterov's speed-up over GD and heavy ball (claim (v)'s units)."""
+    runs = study.width_runs
+    final = runs[runs.stage == "final"]
+    if final.empty:
+        return None
+    opts = [o for o in study.optimizers if o in set(final.optimizer)] or sorted(set(final.optimizer))
+    size = next(c for c in claims if c.key == "larger_gains_small")
+    t = Table("width_sweep", f"Model size within one architecture (profile {study.profile}): mnist_mlp "
+                             "784-W-W-10, each width and optimizer tuned by the main study's protocol and "
+                             "rule; final test accuracy (mean ± 95% interval over seeds) at the chosen "
+                             "setting (lr; momentum), and Nesterov's speed-up over GD and heavy ball "
+                             "averaged over the target levels (95% interval over seeds).",
+              ["width", "parameters", *[OPT_LABEL[o] for o in opts], "speed-up vs GD", "vs heavy ball"],
+              align="rr" + "r" * len(opts) + "rr")
+    key = "test/accuracy"
+    for w in study.widths:
+        sel = final[final.width == w]
+        row = [str(w), f"{study.width_parameters.get(w, 0):,}"]
+        for opt in opts:
+            o = sel[sel.optimizer == opt]
+            if o.empty:
+                row.append("--")
+                continue
+            hp = lr_text(float(o.lr.iloc[0])) + (f"; {o.momentum.iloc[0]:g}" if opt != "gd" else "")
+            row.append(f"{interval(key, completed(o, key))} ({hp})")
+        unit_ = study.width_unit(w)
+        for b in ("gd", "momentum"):
+            comp = size.comparisons.get(b)
+            e = comp.effects.get(unit_) if comp else None
+            row.append(effect_text(next(c for c in claims if c.key == "faster_than_gd"), e))
+        t.rows.append(row)
+    return t
+
+
 def effect_text(claim: Claim, e: verdicts.Estimate | None, interval_too: bool = True) -> str:
     """An effect on its display scale: speed-ups as factors, shares in points, the size slope as the
     factor by which the speed-up changes per decade of parameters."""

@@ -107,15 +107,28 @@ class MnistLogReg(ImageTask):
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))  # torch's default init
 
 
+DEEPOBS_MLP_HIDDEN = (1000, 500, 100)
+
+
 @register
 class MnistMLP(ImageTask):
     """DeepOBS mnist_mlp: 784-1000-500-100-10 with ReLU (as DeepOBS's TensorFlow version), weights
-    truncated-normal (std 0.03), biases 0."""
+    truncated-normal (std 0.03), biases 0. ``task.hidden`` (a list of widths; null = DeepOBS's) changes
+    the hidden layers, for the width sweep (experiment=width_sweep)."""
 
     name, dataset, shape = "mnist_mlp", "MNIST", (1, 28, 28)
+    options = {**ImageTask.options, "hidden": (list, type(None))}
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        hidden = self.cfg["hidden"]
+        if hidden is not None and not (hidden and all(
+                isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in hidden)):
+            raise ConfigError(f"task.hidden must be a non-empty list of positive ints or null, "
+                              f"got {hidden!r}")
 
     def build_model(self) -> nn.Module:
-        widths = [784, 1000, 500, 100, 10]
+        widths = [784, *(self.cfg["hidden"] or DEEPOBS_MLP_HIDDEN), 10]
         layers: list[nn.Module] = [nn.Flatten()]
         for i, (a, b) in enumerate(zip(widths, widths[1:], strict=False)):
             layers.append(nn.Linear(a, b))
