@@ -178,7 +178,7 @@ def size_slope(study: Study, baseline: str, rope: float, across_tasks: Compariso
     y = np.array([source.effects[t].estimate for t in units])
     x = np.log10([params[t] for t in units])
     tau2 = source.pooled.tau2 if source.pooled and math.isfinite(source.pooled.tau2) else 0.0
-    w = 1 / (np.array([source.effects[t].se for t in units]) ** 2 + tau2)
+    w = 1 / (np.maximum([source.effects[t].se for t in units], 1e-12) ** 2 + tau2)  # (se 0: no spread)
     fit = sm.WLS(y, sm.add_constant(x), weights=w).fit()
     slope, se = -float(fit.params[1]), float(fit.bse[1])
     hw = float(stats.t.ppf(0.5 + rule["level"] / 2, len(units) - 2)) * se

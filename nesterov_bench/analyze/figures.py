@@ -477,7 +477,7 @@ def width_fig(study: Study, claims: list, out: Path) -> list[Path]:
         ax.errorbar(x * nudge, 2 ** est, yerr=[2 ** est - 2 ** lo, 2 ** hi - 2 ** est], fmt="o",
                     color=COLORS[b], capsize=3,
                     label=f"vs {OPT_LABEL[b]}: {2 ** -comp.pooled.estimate:.2f}x per decade")
-        w = 1 / (np.array([e.se for _, e in pts]) ** 2 + (comp.pooled.tau2 or 0.0))
+        w = 1 / (np.maximum([e.se for _, e in pts], 1e-12) ** 2 + (comp.pooled.tau2 or 0.0))
         slope, icpt = np.polyfit(np.log10(x), est, 1, w=np.sqrt(w))
         xs = np.geomspace(x.min(), x.max(), 50)
         ax.plot(xs, 2 ** (icpt + slope * np.log10(xs)), "-", color=COLORS[b], lw=1)
