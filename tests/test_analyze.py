@@ -328,7 +328,7 @@ def test_analyze_writes_every_output_and_tracks_a_changed_result(tmp_path):
     out = tmp_path / "gen"
     proc = analyze("--results", str(root), "--out", str(out), "--readme", str(readme))
     assert proc.returncode == 0, proc.stderr
-    for name in ("final", "tuned", "ttt", "claims", "claims_detail", "sensitivity", "speed_levels"):
+    for name in ("final", "tuned", "ttt", "claims", "claims_detail", "sensitivity", "speed_levels", "time"):
         assert (out / "tables" / f"{name}.tex").read_text().count("\\toprule") == 1
         assert (out / "tables" / f"{name}.md").exists()
     for name in ("curves", "sensitivity", "ttt", "profile", "forest", "speedup_curve", "tunability"):

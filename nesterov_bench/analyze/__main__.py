@@ -45,6 +45,7 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
             tables.claims_table(claims), tables.claims_detail_table(claims), tables.sensitivity_table(study)]
     if rates:
         tbls.append(tables.theory_table(study, rates))
+    tbls += [tables.time_table(study)]
     tbls += [t for t in (tables.speed_levels_table(study), tables.width_table(study, claims),
                          tables.recipes_table(study),
                          tables.noise_table(study), tables.schedule_table(study)) if t]

@@ -300,6 +300,38 @@ def width_table(study: Study, claims: list[Claim]) -> Table | None:
     return t
 
 
+def stage_label(profile: str, experiment: str, stage: str) -> str:
+    """The reproduce stage a run belongs to: tune / final of the study, width_tune / width_final of the
+    width sweep, or the recipe's experiment (stability, schedules, noise_floor, ...)."""
+    if experiment == profile:
+        return stage
+    rest = experiment.removeprefix(f"{profile}-")
+    return f"width_{stage}" if re.fullmatch(r"width\d+", rest) else rest
+
+
+def time_table(study: Study) -> Table:
+    """Where the compute goes: minutes of training per reproduce stage and task (each run's wall time,
+    a vectorized population's shared among its members), and each stage's share of the whole."""
+    runs = study.loaded.runs
+    mine = runs[(runs.experiment == study.profile) | runs.experiment.str.startswith(f"{study.profile}-")]
+    mine = mine.assign(stage_name=[stage_label(study.profile, e, st) for e, st in
+                                   zip(mine.experiment, mine.stage, strict=True)],
+                       minutes=mine.wall_time_s.astype(float) / mine.population / 60)
+    tasks = [t for t in TASK_ORDER if t in set(mine.task)]
+    total = float(mine.minutes.sum())
+    t = Table("time", f"Where the time goes (profile {study.profile}): minutes of training per stage and "
+                      "task -- each run's wall time from its start to its last file, a vectorized "
+                      "population's shared among its members; process start-up, selection and analysis "
+                      f"not included. In all {total / 60:.2f} hours over {len(mine)} runs.",
+              ["stage", "runs", *tasks, "all", "share"], align="lr" + "r" * (len(tasks) + 2))
+    by = mine.groupby(["stage_name", "task"]).minutes.sum()
+    for name, sel in sorted(mine.groupby("stage_name"), key=lambda kv: -kv[1].minutes.sum()):
+        cells = [f"{by[name, task]:.1f}" if (name, task) in by.index else "--" for task in tasks]
+        t.rows.append([name, str(len(sel)), *cells, f"{sel.minutes.sum():.1f}",
+                       f"{sel.minutes.sum() / total:.0%}" if total else "--"])
+    return t
+
+
 def effect_text(claim: Claim, e: verdicts.Estimate | None, interval_too: bool = True) -> str:
     """An effect on its display scale: speed-ups as factors, shares in points, the size slope as the
     factor by which the speed-up changes per decade of parameters."""
