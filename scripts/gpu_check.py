@@ -7,7 +7,8 @@ error and the next one runs):
 
 1. ``correctness``: through the suite's own run path (``train.run_all``, ``device=cuda``,
    deterministic algorithms on as in every run): the same config and seed trained twice give bit-identical
-   metrics (mnist_cnn, mnist_mlp); K members trained as one vectorized population equal the same runs
+   metrics (mnist_cnn, mnist_mlp), and, for contrast, how far two runs part with ``deterministic=false``
+   (``determinism_off``); K members trained as one vectorized population equal the same runs
    trained one at a time, within float tolerance (quadratic, mnist_mlp).
 2. ``per_step``: milliseconds per training step of every task with data (``loop.fit_members``, as a run
    trains, evaluation made as small as the loop allows) at K = 1, 10 and 16 members; goal: 16 mnist_mlp
@@ -27,6 +28,7 @@ and exit status 2 (``--allow-cpu --quick`` runs the plumbing on a CPU, for tests
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -97,16 +99,18 @@ def correctness(args) -> dict:
     from nesterov_bench.members import member_configs
     from nesterov_bench.train import run_all
     steps = 20 if args.quick else 300
-    out: dict = {"determinism": {}, "members_equal_single": {}}
+    out: dict = {"determinism": {}, "determinism_off": {}, "members_equal_single": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for task in ("mnist_cnn", "mnist_mlp"):
-            runs = [run_all([settings(args, task, "nesterov", f"results_dir={tmp}/det{i}", "seed=0",
-                                      f"train.max_steps={steps}", "train.evals_per_epoch=4")])[0]
+        for (key, det), task in itertools.product((("determinism", "true"), ("determinism_off", "false")),
+                                                  ("mnist_cnn", "mnist_mlp")):
+            runs = [run_all([settings(args, task, "nesterov", f"results_dir={tmp}/{key}{i}", "seed=0",
+                                      f"deterministic={det}", f"train.max_steps={steps}",
+                                      "train.evals_per_epoch=4")])[0]
                     for i in (0, 1)]
             a, b = (metrics(r) for r in runs)
-            out["determinism"][task] = {"values": len(a), "identical": a == b,
-                                        "max_abs_diff": max(abs(x - y) for x, y in zip(a, b, strict=True))}
-            print(f"determinism {task}: {out['determinism'][task]}", flush=True)
+            out[key][task] = {"values": len(a), "identical": a == b,
+                              "max_abs_diff": max(abs(x - y) for x, y in zip(a, b, strict=True))}
+            print(f"{key} {task}: {out[key][task]}", flush=True)
         for task in ("quadratic", "mnist_mlp"):
             base = settings(args, task, "nesterov", f"train.max_steps={steps}").cfg
             cfg = {**base, "members": {**base["members"], "seeds": [0, 1, 2, 3]}}
@@ -306,10 +310,11 @@ def markdown(report: dict, correctness: dict | None = None) -> str:
     corr = correctness or sec.get("correctness", {})
     lines = [f"Measured by `make gpu-check` on one {env['device_name']} (torch {env['torch']}, "
              f"float32 without TF32 unless marked bf16), {report['total_s']:.0f} s.", ""]
-    for task, d in corr.get("determinism", {}).items():
-        lines.append(f"- same config and seed twice, {task}: "
-                     + ("bit-identical" if d["identical"] else f"differ by up to {d['max_abs_diff']:.3g}")
-                     + f" ({d['values']} values)")
+    for key, how in (("determinism", ""), ("determinism_off", " with deterministic=false")):
+        for task, d in corr.get(key, {}).items():
+            lines.append(f"- same config and seed twice{how}, {task}: "
+                         + ("bit-identical" if d["identical"] else f"differ by up to {d['max_abs_diff']:.3g}")
+                         + f" ({d['values']} values)")
     for task, d in corr.get("members_equal_single", {}).items():
         head = f"- {d['members']} members vectorized vs one at a time, {task}, {d['steps']} steps: "
         beyond = {m: v for m, v in d.get("per_metric", {}).items() if v["first_step_beyond"] is not None}

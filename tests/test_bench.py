@@ -94,6 +94,7 @@ def test_gpu_check_plumbing_on_the_cpu(tmp_path):
     sections = report["sections"]
     assert all(s["ok"] for s in sections.values()), {k: s.get("error") for k, s in sections.items()}
     assert sections["correctness"]["determinism"]["mnist_mlp"]["identical"]
+    assert set(sections["correctness"]["determinism_off"]) == {"mnist_cnn", "mnist_mlp"}
     assert sections["correctness"]["members_equal_single"]["quadratic"]["within_cpu_tolerance"]
     assert {r["members"] for r in sections["per_step"]["rows"]} == {1, 2}  # (1, 10, 16 on a GPU)
     assert set(sections["baseline"]["optimizers"]) == {"momentum", "adam"}
