@@ -153,16 +153,17 @@ def final_table(study: Study) -> Table:
     tol = study.cfg["tolerance"]
     t = Table("final", f"Final test metrics at the tuned setting, over n = {n_usual} seeds (profile "
                        f"{study.profile}): accuracy and loss as mean ± 95% Student-t interval; suboptimality "
-                       "as geometric mean ×/÷ its 95% factor (a t-interval on log10). Diverged runs are "
-                       "counted apart. Bold: the best mean, only where its paired interval against the "
+                       "as geometric mean ×/÷ its 95% factor (a t-interval on log10), over the runs that "
+                       "completed; the diverged runs per optimizer in the last column. Bold: the best "
+                       "mean, only where its paired interval against the "
                        f"runner-up excludes the equivalence region ({tol['relative']:.0%} relative; a factor "
                        f"{10 ** tol['log10_suboptimality']:g} in suboptimality).",
-              ["task", "metric", *[OPT_LABEL[o] for o in study.optimizers]],
-              align="ll" + "r" * len(study.optimizers))
+              ["task", "metric", *[OPT_LABEL[o] for o in study.optimizers], "diverged"],
+              align="ll" + "r" * len(study.optimizers) + "l")
     for task in study.tasks:
         key = study.report_key(task)
         log = key.endswith("suboptimality")
-        texts, scores = {}, {}
+        texts, scores, diverged = {}, {}, []
         for opt in study.optimizers:
             runs = study.final[(study.final.task == task) & (study.final.optimizer == opt)]
             done = runs.loc[runs.status == "completed", f"final:{key}"]
@@ -172,9 +173,10 @@ def final_table(study: Study) -> Table:
             scores[opt] = measures.score(key, 10 ** s.mean if log else s.mean) if s.n else -math.inf
             div = int((runs.status == "diverged").sum())
             if div:
-                texts[opt] += f" [{div} diverged]"
+                diverged.append(f"{OPT_LABEL[opt]} {div}/{len(runs)}")
         winner = clear_winner(study, task, key, scores)
-        t.rows.append([task, unit(key), *[Cell(texts[o], bold=o == winner) for o in study.optimizers]])
+        t.rows.append([task, unit(key), *[Cell(texts[o], bold=o == winner) for o in study.optimizers],
+                       ", ".join(diverged) or "none"])
     return t
 
 
