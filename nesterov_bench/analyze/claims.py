@@ -6,14 +6,16 @@ is a paired comparison over seeds (> 0 favours the claim); ``verdicts`` turns th
 an outcome per task, a random-effects estimate over tasks and a verdict, against the region of practical
 equivalence declared for the claim in conf/analysis.yaml (``verdict.rope``).
 
-    (i)   faster than GD          per seed: log2(restricted steps of the baseline / of Nesterov), averaged
-                                  over the target levels of ``speed`` (> 0: Nesterov is faster)
-    (ii)  faster than heavy ball  the same against heavy ball (no article makes this comparison)
-    (iii) especially early        per seed: the log2 speed-up at the loosest level minus at the tightest
-    (iv)  less sensitive          per tuning seed: the share of the equal-budget tuning space within
-                                  tolerance of the best, Nesterov minus the baseline
-    (v)   larger gains for small  minus the slope of the per-task speed-up of (i) against log10 of the
-          models                  model's parameter count (a weighted meta-regression over tasks)
+    (i)   faster than GD          both articles. Per seed: log2(restricted steps of the baseline / of
+                                  Nesterov), averaged over the target levels of ``speed`` (> 0: faster)
+    (ii)  faster than heavy ball  no article (a secondary question): (i)'s comparison against heavy ball
+    (iii) especially early        the second article. Per seed: the log2 speed-up at the loosest level
+                                  minus at the tightest
+    (iv)  less sensitive          the second article. Per tuning seed: the share of the equal-budget
+                                  tuning space within tolerance of the best, Nesterov minus the baseline
+    (v)   larger gains for small  the second article. Minus the slope of (i)'s speed-up against log10 of
+          models                  the parameter count (weighted meta-regression): over the width sweep's
+                                  widths when it has three, else over tasks (size confounded with the rest)
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class Comparison:
     seeds_needed: dict[str, float] = field(default_factory=dict)  # task -> seeds for the power target
     p_holm: dict[str, float] = field(default_factory=dict)  # task -> Holm-adjusted p of "no effect"
 
+    def seeds_for_power(self) -> tuple[float, float] | None:
+        """(median, most) over the tasks of the seeds each needs for the power target; None if unknown."""
+        need = [v for v in self.seeds_needed.values() if math.isfinite(v)]
+        return (float(np.median(need)), max(need)) if need else None
+
     def tally(self) -> dict[str, int]:
         return {o: sum(e.outcome == o for e in self.effects.values())
                 for o in (verdicts.FOR, verdicts.AGAINST, verdicts.EQUIVALENT, verdicts.INCONCLUSIVE)}
@@ -51,14 +58,11 @@ class Comparison:
 class Claim:
     key: str
     label: str  # (i) ... (v)
-    text: str  # what is claimed
-    source: str  # who claims it, against what
-    measurement: str  # what is measured, in words
+    text: str  # what is claimed (who claims it, and what is measured: the module's docstring)
     scale: str  # "log2" (shown as a factor), "share", "slope" (log2 per decade, shown as a factor)
     rope: float
     comparisons: dict[str, Comparison] = field(default_factory=dict)  # baseline -> comparison
     primary: str = PRIMARY
-    note: str = ""
 
     @property
     def main(self) -> Comparison:
@@ -74,17 +78,12 @@ def _rule(study: Study) -> dict:
 
 
 def _compare(study: Study, baseline: str, per_task: dict[str, tuple[list[float], list[float]]],
-             rope: float) -> Comparison:
-    """A comparison from per-task (per-seed values, per-seed resolution variances)."""
-    return _compare_units(study, baseline, per_task, rope, study.tasks)
-
-
-def _compare_units(study: Study, baseline: str, per_task: dict[str, tuple[list[float], list[float]]],
-                   rope: float, units: list[str]) -> Comparison:
-    """``_compare`` over ``units`` (tasks, or the width sweep's widths), in that order."""
+             rope: float, units: list[str] | None = None) -> Comparison:
+    """A comparison from per-unit (per-seed values, per-seed resolution variances), over ``units``
+    (default: the tasks; or the width sweep's widths), in that order."""
     rule = _rule(study)
     c = Comparison(baseline)
-    for task in units:
+    for task in study.tasks if units is None else units:
         if task in per_task:
             values, res = per_task[task]
             e = verdicts.task_effect(values, rope, rule, res)
@@ -162,7 +161,7 @@ def size_slope(study: Study, baseline: str, rope: float, across_tasks: Compariso
     otherwise the tasks (``across_tasks``: claim (i)'s comparison), where size is confounded with data,
     architecture and budget."""
     rule = _rule(study)
-    per_width = _compare_units(study, baseline, speedups(study, baseline, widths=True), math.log2(
+    per_width = _compare(study, baseline, speedups(study, baseline, widths=True), math.log2(
         rule["rope"]["speedup"]), [study.width_unit(w) for w in study.widths])
     if sum(e.has_interval for e in per_width.effects.values()) >= 3:
         source = per_width
@@ -193,46 +192,30 @@ def size_slope(study: Study, baseline: str, rope: float, across_tasks: Compariso
 def evaluate(study: Study) -> list[Claim]:
     rope = _rule(study)["rope"]
     speed_rope = math.log2(rope["speedup"])
-    levels = ", ".join(f"{f:.0%}" for f in study.cfg["target_fractions"])
     claims = [
-        Claim("faster_than_gd", "(i)", "Nesterov converges faster than gradient descent",
-              "both articles, against plain GD", "speed-up in steps to the target levels "
-              f"(placed where the best method is at {levels} of the budget), log2, paired over seeds, "
-              "averaged over the levels", "log2", speed_rope),
-        Claim("faster_than_momentum", "(ii)", "Nesterov converges faster than heavy-ball momentum",
-              "neither article (the first presents Nesterov as momentum improved); a secondary question",
-              "the speed-up of (i) against heavy ball", "log2", speed_rope, primary="momentum"),
-        Claim("faster_early", "(iii)", "the advantage is largest early in training",
-              "the second article (especially at the start of training), against GD",
-              "the log2 speed-up at the loosest target level minus at the tightest, paired over seeds",
-              "log2", math.log2(rope["early"])),
+        Claim("faster_than_gd", "(i)", "Nesterov converges faster than gradient descent", "log2", speed_rope),
+        Claim("faster_than_momentum", "(ii)", "Nesterov converges faster than heavy-ball momentum", "log2",
+              speed_rope, primary="momentum"),
+        Claim("faster_early", "(iii)", "the advantage is largest early in training", "log2",
+              math.log2(rope["early"])),
         Claim("less_sensitive", "(iv)", "Nesterov is more stable and less sensitive to hyperparameters",
-              "the second article (more stable, less sensitive to parameters), against GD",
-              "share of the equal-budget tuning space within tolerance of the best, Nesterov minus the "
-              "baseline, paired over tuning seeds", "share", rope["share"]),
+              "share", rope["share"]),
         Claim("larger_gains_small", "(v)", "the gains are larger for small models than for large ones",
-              "the second article (smaller models gain more), against traditional optimizers",
-              "minus the slope of the speed-up of (i) against log10(parameters), weighted meta-regression "
-              "over tasks (no width sweep in these results)", "slope", math.log2(rope["size_per_decade"])),
+              "slope", math.log2(rope["size_per_decade"])),
     ]
     for c in claims:
         baselines = [c.primary] if c.primary != PRIMARY else [PRIMARY, *SECONDARY]
         for b in baselines:
-            if c.key in ("faster_than_gd", "faster_than_momentum"):
+            if c.key == "faster_than_gd":
                 c.comparisons[b] = _compare(study, b, speedups(study, b), c.rope)
+            elif c.key == "faster_than_momentum":  # (i)'s comparison against heavy ball, not made twice
+                c.comparisons[b] = claims[0].comparisons[b]
             elif c.key == "faster_early":
                 c.comparisons[b] = _compare(study, b, early_minus_late(study, b), c.rope)
             elif c.key == "less_sensitive":
                 c.comparisons[b] = _compare(study, b, share_differences(study, b), c.rope)
             else:
                 c.comparisons[b] = size_slope(study, b, c.rope, claims[0].comparisons[b])
-    size = claims[4].main.pooled
-    if size is not None and size.method.endswith("over widths"):
-        claims[4].measurement = ("minus the slope of the speed-up of (i) against log10(parameters) over "
-                                 "the widths of mnist_mlp (784-W-W-10), weighted meta-regression")
-    else:
-        claims[4].note = ("across tasks, so model size is confounded with data, architecture and budget; "
-                          "the width sweep of one architecture is not in these results")
     return claims
 
 

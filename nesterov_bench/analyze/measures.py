@@ -34,3 +34,9 @@ def time_to_target(run_metrics: pd.DataFrame, target: dict) -> tuple[float, floa
     if hit.empty:
         return math.nan, math.nan
     return float(hit.step.iloc[0]), float(hit.time_s.iloc[0])
+
+
+def tolerance_slack(metric: str, best: float, tol: dict) -> float:
+    """How far below the best score a score may be and still count as as good (``tolerance`` in
+    conf/analysis.yaml): a factor in suboptimality (log10), else a share of the best's magnitude."""
+    return tol["log10_suboptimality"] if metric.endswith("suboptimality") else tol["relative"] * abs(best)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .. import theory
 from . import quadratic
 from .claims import Claim
@@ -103,13 +101,12 @@ def claim_numbers(c: Claim) -> dict[str, str]:
     num = {}
     for b, comp in c.comparisons.items():
         n = comp.tally()
-        need = [v for v in comp.seeds_needed.values() if math.isfinite(v)]
+        need = comp.seeds_for_power()
         vals = {"verdict": comp.verdict, "effect": effect_text(c, comp.pooled),
                 "estimate": effect_text(c, comp.pooled, interval_too=False), "tasks": str(len(comp.effects)),
                 **{k: str(v) for k, v in n.items()}}
-        if need:
-            vals["seeds_median"] = f"{float(np.median(need)):.0f}"
-            vals["seeds_max"] = f"{max(need):.0f}"
+        if need is not None:
+            vals["seeds_median"], vals["seeds_max"] = f"{need[0]:.0f}", f"{need[1]:.0f}"
         for k, v in vals.items():
             num[f"claim/{c.key}/{b}/{k}"] = v
             if b == c.primary:

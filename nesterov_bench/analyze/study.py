@@ -247,9 +247,7 @@ class Study:
                                for v, st in zip(runs[f"final:{key}"], runs.status, strict=True)])
             best = scores.max()
             if math.isfinite(best):
-                slack = (tol["log10_suboptimality"] if key.endswith("suboptimality")
-                         else tol["relative"] * abs(best))
-                good = float((scores >= best - slack).mean())
+                good = float((scores >= best - measures.tolerance_slack(key, best, tol)).mean())
             else:
                 good = 0.0
             rows.append({"task": task, "optimizer": opt, "seed": seed, "trials": len(runs), "good": good,

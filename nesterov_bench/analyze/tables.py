@@ -127,11 +127,6 @@ def geometric(s: Summary) -> str:
     return text + (f" ×/÷ {10 ** s.half_width:.2g}" if s.n >= 2 and math.isfinite(s.half_width) else "")
 
 
-def equivalence_slack(key: str, best: float, tol: dict) -> float:
-    """The region of practical equivalence of a final score (oriented): the tuning tolerance."""
-    return tol["log10_suboptimality"] if key.endswith("suboptimality") else tol["relative"] * abs(best)
-
-
 def clear_winner(study: Study, task: str, key: str, scores: dict[str, float]) -> str | None:
     """The optimizer with the best mean score, when its paired interval over seeds against the
     runner-up lies beyond the equivalence region (so a noise-level lead is not marked)."""
@@ -144,7 +139,7 @@ def clear_winner(study: Study, task: str, key: str, scores: dict[str, float]) ->
         runs = study.final[(study.final.task == task) & (study.final.optimizer == opt)]
         by[opt] = dict(zip(runs.seed, [measures.score(key, v) for v in runs[f"final:{key}"]], strict=True))
     d = paired(by[best], by[second])
-    slack = equivalence_slack(key, best_score, study.cfg["tolerance"])
+    slack = measures.tolerance_slack(key, best_score, study.cfg["tolerance"])
     return best if d.n >= 2 and d.low > slack else None
 
 
@@ -275,6 +270,7 @@ def width_table(study: Study, claims: list[Claim]) -> Table | None:
         return None
     opts = [o for o in study.optimizers if o in set(final.optimizer)] or sorted(set(final.optimizer))
     size = next(c for c in claims if c.key == "larger_gains_small")
+    speedup_claim = next(c for c in claims if c.key == "faster_than_gd")  # its units are (v)'s per width
     t = Table("width_sweep", f"Model size within one architecture (profile {study.profile}): mnist_mlp "
                              "784-W-W-10, each width and optimizer tuned by the main study's protocol and "
                              "rule; final test accuracy (mean ± 95% interval over seeds) at the chosen "
@@ -296,8 +292,7 @@ def width_table(study: Study, claims: list[Claim]) -> Table | None:
         unit_ = study.width_unit(w)
         for b in ("gd", "momentum"):
             comp = size.comparisons.get(b)
-            e = comp.effects.get(unit_) if comp else None
-            row.append(effect_text(next(c for c in claims if c.key == "faster_than_gd"), e))
+            row.append(effect_text(speedup_claim, comp.effects.get(unit_) if comp else None))
         t.rows.append(row)
     return t
 
@@ -356,10 +351,8 @@ def tally_text(c: Comparison) -> str:
 
 
 def power_text(c: Comparison) -> str:
-    need = [v for v in c.seeds_needed.values() if math.isfinite(v)]
-    if not need:
-        return "--"
-    return f"{float(np.median(need)):.0f} ({max(need):.0f})"
+    need = c.seeds_for_power()
+    return "--" if need is None else f"{need[0]:.0f} ({need[1]:.0f})"
 
 
 def claims_table(claims: list[Claim]) -> Table:
