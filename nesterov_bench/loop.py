@@ -94,6 +94,17 @@ def _add_gradient_noise(members: Members, factor: torch.Tensor, generators: list
     p.grad.add_((z @ factor.T).to(p.grad.device, p.grad.dtype).view_as(p.grad))
 
 
+def members_per_draw(generators: list[torch.Generator]) -> int:
+    """P when the members come in blocks of P whose batch generators are in one state (the members of
+    one seed, listed seed by seed, as ``members.member_configs`` lists them), so each block draws its
+    batches once; 1 otherwise (every member draws its own)."""
+    states = [g.get_state() for g in generators]
+    p = next((j for j, st in enumerate(states) if not torch.equal(st, states[0])), len(states))
+    same = all(torch.equal(states[b], states[b + j]) for b in range(0, len(states), p) for j in range(p)
+               ) if len(states) % p == 0 else False
+    return p if same else 1
+
+
 def fit(
     task: Task,
     model: nn.Module,
@@ -114,7 +125,7 @@ def fit(
 class Members(Protocol):
     """What ``fit_members`` trains: K members, with their losses computed together."""
 
-    stacked: bool  # True: batches are (K, B, ...), member k gets [k]; False: one member, (B, ...)
+    stacked: bool  # True: batches are (S, B, ...), one per group of members (a Population); False: (B, ...)
     members: tuple[nn.Module, ...]  # member k as an ordinary module (evaluation)
     module: nn.Module  # what the optimizer's parameters belong to
 
@@ -126,7 +137,7 @@ class Members(Protocol):
 class Single:
     """One model, as ``Members`` (population.Population is the vectorized one)."""
 
-    stacked = False  # batches are (B, ...), not (K, B, ...)
+    stacked = False  # batches are (B, ...), not (S, B, ...)
 
     def __init__(self, task: Task, model: nn.Module):
         self.task, self.module, self.members = task, model, (model,)
@@ -153,7 +164,8 @@ def fit_members(
 
     Each member follows exactly the schedule a run of its own would: the same steps, records and
     evaluations; a member whose loss turns non-finite stops being recorded (status ``diverged``)
-    while the others go on. Training time is the members' shared time.
+    while the others go on. Training time is the members' shared time. Members that would draw the
+    same batches (``members_per_draw``; all of them, full batch) are handed one batch between them.
     """
     k_members = len(members.members)
     train = data.train
@@ -175,6 +187,9 @@ def fit_members(
         for g in batch_generators]
     finals: list[dict[str, float]] = [{} for _ in range(k_members)]
     outcomes: list[Outcome | None] = [None] * k_members  # set when a member stops early
+    # a population's batches: one per group of members that draw the same (S groups of P)
+    per_draw = members_per_draw(batch_generators) if members.stacked else 1
+    draws = batch_generators[::per_draw]
     step = 0
 
     def alive() -> list[int]:
@@ -211,13 +226,16 @@ def fit_members(
         perm = None
         if not full_batch:
             # The permutations are drawn on the CPU so the batch order does not depend on the device.
-            perms = [torch.randperm(n, generator=g) for g in batch_generators]
+            perms = [torch.randperm(n, generator=g) for g in draws]
+            for k in range(k_members):  # the rest of a group: left where their own draws would leave them
+                if k % per_draw:
+                    batch_generators[k].set_state(draws[k // per_draw].get_state())
             perm = (torch.stack(perms) if members.stacked else perms[0]).to(train.x.device)
         for i in range(steps_per_epoch):
             if full_batch:
                 x, y = train.x, train.y
-                if members.stacked:
-                    x, y = x.expand(k_members, *x.shape), y.expand(k_members, *y.shape)
+                if members.stacked:  # one batch, shared by every member
+                    x, y = x[None], y[None]
             else:
                 idx = perm[..., i * bs : (i + 1) * bs]
                 x, y = _gather(train.x, idx), _gather(train.y, idx)

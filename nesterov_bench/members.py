@@ -16,9 +16,9 @@ learning rate (same path, same files, same config in run.json), plus ``"vectoriz
 (tests/test_population.py). Members already finished are skipped, as ``train`` skips them, and the rest
 are trained together through ``train.run_all``, the one run path: a sweep and ``members`` fill one
 results tree. ``members.vectorize=auto`` trains one at a time where ``make bench`` measured vectorizing
-slower on this kind of device, or never measured it (``population.vectorizes``), and says so; ``true``
-forces the vectorized program, ``false`` one run after another. Every member's config is checked before
-anything is written; errors are one line, as for ``train``.
+save less than 10% on this kind of device, or never measured it (``population.vectorizes``), and says
+so; ``true`` forces the vectorized program, ``false`` one run after another. Every member's config is
+checked before anything is written; errors are one line, as for ``train``.
 """
 
 from __future__ import annotations

@@ -136,15 +136,17 @@ def _is_float(a: Any) -> bool:
 
 
 def _plus_scaled(x: Tensor, a: Hyper, y: Tensor) -> Tensor:
-    """x + a·y as a new tensor: torch's ``x.add(y, alpha=a)`` for a float a, else x + (a·y)."""
-    return x.add(y, alpha=a) if _is_float(a) else x + a * y
+    """x + a·y as a new tensor: torch's ``x.add(y, alpha=a)`` for a float a, else ``x.addcmul(a, y)``
+    (a broadcast against y, one pass)."""
+    return x.add(y, alpha=a) if _is_float(a) else x.addcmul(a, y)
 
 
 def _add_scaled_(x: Tensor, a: Hyper, y: Tensor, z: Tensor | None = None) -> Tensor:
     """x ← x + a·y (or x + a·y·z), in place: torch's ``add_(y, alpha=a)`` / ``addcmul_(y, z,
-    value=a)`` for a float a, else the products then the sum."""
+    value=a)`` for a float a, else ``addcmul_`` with the tensor a broadcast (one pass, no temporary
+    for a·y)."""
     if not _is_float(a):
-        return x.add_(a * y if z is None else a * y * z)
+        return x.addcmul_(a, y) if z is None else x.addcmul_(a * y, z)
     return x.add_(y, alpha=a) if z is None else x.addcmul_(y, z, value=a)
 
 

@@ -37,10 +37,14 @@ What is timed
 3. ``population``: K members of one (task, optimizer) trained as one vectorized program
    (``loop.fit_members`` over a ``population.Population``, as ``python -m nesterov_bench.members`` does),
    per step, against one member alone (the goal's baseline) and, in the notes, against K runs one at a
-   time. Goal on the CPU: K = 16 members of linreg or quadratic cost at most 3x one member.
-   mnist_logreg (K = 10, its tuning grid), mnist_mlp and mnist_cnn (K = 4) are reported: where
-   vectorizing is slower than one at a time, ``members`` trains one at a time: ``population.vectorizes``
-   reads these rows (``members.vectorize=auto``); each row's notes say what it decides.
+   time. Two kinds of population: *seeds* (K seeds, each its own batches: a final stage's members) and
+   *map* (one seed, a 16 learning rates x K/16 momenta grid sharing each batch: a tuning stage's, or a
+   stability map's). Goals on the CPU: 16 seeds of linreg or quadratic cost at most 3x one member; a
+   64-member map of quadratic at most 4x. mnist_logreg's 64-member map is reported (in a profile,
+   its 64 members' matrix products and softmax alone take ~8x one member's whole step), as are
+   mnist_mlp and mnist_cnn (K = 4): where vectorizing saves less than 10%, ``members`` trains one at a
+   time: ``population.vectorizes`` reads each task's last row here (``members.vectorize=auto``); each row's
+   notes say what it decides.
 4. ``threads``: the suite's loop (as in 1) on mnist_logreg and mnist_mlp with 1 and 2 threads.
 
 How
@@ -71,7 +75,7 @@ from nesterov_bench.config import Settings, resolve
 from nesterov_bench.config import compose as compose_config
 from nesterov_bench.env import environment
 from nesterov_bench.loop import fit, fit_members
-from nesterov_bench.population import Population, build_optimizer
+from nesterov_bench.population import SAVING, Population, build_optimizer
 from nesterov_bench.rules import RULES
 from nesterov_bench.tasks import Data
 
@@ -85,9 +89,12 @@ REPEATS = 5
 LOOP_GOALS = {"mnist_logreg": ("articles' loop", 10.0), "mnist_mlp": ("roofline", 0.7),
               "mnist_cnn": ("roofline", 0.7)}
 OPT_GOAL = 1.10  # suite time / torch default time at most
-#: population: (members K, timed steps per round, goal on K members' time / one member's, or None)
-POP = {"linreg": (16, 300, 3.0), "quadratic": (16, 300, 3.0), "mnist_logreg": (10, 150, None),
-       "mnist_mlp": (4, 12, None), "mnist_cnn": (4, 3, None)}
+#: population: (task, members K, kind, timed steps per round, goal on K members' time / one member's, or
+#: None). Kind "seeds": K seeds, each its own batches; "map": one seed, 16 lrs x K/16 momenta (or K lrs).
+#: A task's last row decides members.vectorize=auto (population.vectorizes).
+POP = [("linreg", 16, "seeds", 300, 3.0), ("quadratic", 16, "seeds", 300, 3.0),
+       ("quadratic", 64, "map", 300, 4.0), ("mnist_logreg", 64, "map", 150, None),
+       ("mnist_mlp", 4, "map", 12, None), ("mnist_cnn", 4, "map", 3, None)]
 
 
 def timed_rounds(contenders: dict, steps: int, repeats: int) -> dict[str, list[float]]:
@@ -266,13 +273,20 @@ def bench_optimizer(env: dict, steps: dict[str, int], repeats: int) -> list[dict
     return rows
 
 
-def members_loop(s: Settings, data: Data, k: int) -> Callable[[int], float]:
-    """``loop.fit_members`` on a population of ``k`` members (lrs 1/k..1x the task's default, all
-    stable), as ``python -m nesterov_bench.members`` trains them; each call continues ``steps`` steps."""
+def members_loop(s: Settings, data: Data, k: int, kind: str) -> Callable[[int], float]:
+    """``loop.fit_members`` on a population of ``k`` members, as ``python -m nesterov_bench.members``
+    trains them; each call continues ``steps`` steps. ``seeds``: seeds 0..k-1 at lrs 1/k..1x the task's
+    default; ``map``: seed 0 (one batch for all), lrs 1/16..1x the default x momenta 0.3, 0.5, 0.8, 0.9
+    (the first varying fastest; all stable)."""
     pop = Population(s.task, [s.task.build_model().to(s.device) for _ in range(k)])
-    cfgs = [dataclasses.replace(s.opt, lr=s.opt.lr * (i + 1) / k) for i in range(k)]
+    if kind == "seeds":
+        cfgs = [dataclasses.replace(s.opt, lr=s.opt.lr * (i + 1) / k) for i in range(k)]
+    else:
+        n_lr = min(k, 16)
+        cfgs = [dataclasses.replace(s.opt, lr=s.opt.lr * (i % n_lr + 1) / n_lr,
+                                    momentum=(0.3, 0.5, 0.8, 0.9)[(i // n_lr) % 4]) for i in range(k)]
     opt = build_optimizer(pop, cfgs)
-    gens = [torch.Generator().manual_seed(i) for i in range(k)]
+    gens = [torch.Generator().manual_seed(i if kind == "seeds" else 0) for i in range(k)]
     train_only = dataclasses.replace(data, val=None, test=None)
 
     def run(steps: int) -> float:
@@ -286,23 +300,24 @@ def members_loop(s: Settings, data: Data, k: int) -> Callable[[int], float]:
     return run
 
 
-def bench_population(env: dict, plan: dict[str, tuple], repeats: int) -> list[dict]:
+def bench_population(env: dict, plan: list[tuple], repeats: int) -> list[dict]:
     """K members as one vectorized program vs one member alone (the goal's baseline) and vs K runs one
     at a time (K x one member: what vectorizing must beat to be used)."""
     rows = []
-    for task, (k, n, goal) in plan.items():
+    for task, k, kind, n, goal in plan:
         s = settings(task)
         data = s.task.load_data(s.cfg["data"], torch.device("cpu"))
-        t = timed_rounds({"members": members_loop(s, data, k), "one": suite_loop(s, data)}, n, repeats)
+        t = timed_rounds({"members": members_loop(s, data, k, kind), "one": suite_loop(s, data)}, n, repeats)
         ms = {name: [1e3 * x / n for x in v] for name, v in t.items()}
         one = statistics.median(ms["one"])
         vs_separate = statistics.median(ms["members"]) / (k * one)
-        r = row(env, "population", task, f"{k} members vectorized vs 1 member", "ms/step", ms["members"],
+        what = f"{k} members ({'one seed, a grid' if kind == 'map' else f'{k} seeds'}) vs 1 member"
+        r = row(env, "population", task, what, "ms/step", ms["members"],
                 "1 member", ms["one"], ("<=", goal) if goal else None,
                 f"vs {k} runs one at a time: {vs_separate:.2f}x their time; members.vectorize=auto: "
-                + ("vectorized" if vs_separate < 1 else "one at a time"))
+                + ("vectorized" if vs_separate <= 1 - SAVING else "one at a time"))
         rows.append(r)
-        print(f"members {task:13s} {k} members {r['measured']:8.3f} ms/step | 1 member {one:8.3f} ms/step "
+        print(f"members {task:13s} {k} {kind:5s} {r['measured']:8.3f} ms/step | 1 member {one:8.3f} ms/step "
               f"-> {r['ratio']:5.2f}x | vs {k} one at a time {vs_separate:5.2f}x", flush=True)
     return rows
 
@@ -357,13 +372,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="two steps, one round: plumbing only (tests)")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "bench")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma list of sections to run (default all: {','.join(SECTIONS)}); the table is "
+                         "made from every section's file in --out")
     ap.add_argument("--readme", type=Path, default=None,
                     help="also put the table between this README's generated:bench markers")
     args = ap.parse_args()
     loop_steps, opt_steps, pop, repeats = LOOP_STEPS, OPT_STEPS, POP, REPEATS
     if args.quick:
         loop_steps, opt_steps, repeats = dict.fromkeys(LOOP_STEPS, 2), dict.fromkeys(OPT_STEPS, 2), 1
-        pop = {task: (2, 2, goal) for task, (_, _, goal) in POP.items()}
+        pop = [(task, 2, kind, 2, goal) for task, _, kind, _, goal in POP]
     s = settings("mnist_logreg")
     torch.set_num_threads(s.cfg["threads"])  # the suite's per-run setting (1)
     torch.use_deterministic_algorithms(bool(s.cfg["deterministic"]))  # as a run does
@@ -372,10 +390,14 @@ def main() -> None:
           f"{torch.get_num_threads()} thread(s), median of {repeats} round(s) after a warm-up", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     thread_steps = {k: loop_steps[k] for k in ("mnist_logreg", "mnist_mlp")}
-    results = {"loop": bench_loop(env, loop_steps, repeats),
-               "optimizer_step": bench_optimizer(env, opt_steps, repeats),
-               "population": bench_population(env, pop, repeats),
-               "threads": bench_threads(env, thread_steps, repeats)}
+    benches = {"loop": lambda: bench_loop(env, loop_steps, repeats),
+               "optimizer_step": lambda: bench_optimizer(env, opt_steps, repeats),
+               "population": lambda: bench_population(env, pop, repeats),
+               "threads": lambda: bench_threads(env, thread_steps, repeats)}
+    chosen = args.sections.split(",")
+    if unknown := set(chosen) - set(SECTIONS):
+        ap.error(f"unknown section {sorted(unknown)[0]!r}; choose from {', '.join(SECTIONS)}")
+    results = {name: benches[name]() for name in SECTIONS if name in chosen}
     for section, rows in results.items():
         (args.out / f"{section}.json").write_text(json.dumps(rows, indent=2) + "\n")
     table = markdown(read_rows(args.out))

@@ -155,7 +155,7 @@ def per_step(args) -> dict:
         data = s.task.load_data(s.cfg["data"], s.device)
         steps = 3 if args.quick else 60
         for k in ks:
-            fn = bench.suite_loop(s, data) if k == 1 else bench.members_loop(s, data, k)
+            fn = bench.suite_loop(s, data) if k == 1 else bench.members_loop(s, data, k, "map")
             try:
                 times = bench.timed_rounds({"x": fn}, steps, repeats)["x"]
                 ms = 1e3 * statistics.median(times) / steps

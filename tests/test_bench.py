@@ -44,14 +44,22 @@ def test_bench_quick_writes_rows_and_the_table_from_them(tmp_path):
     assert goals["mnist_mlp", "suite loop vs roofline"] == "ratio >= 0.7"
     assert goals["mnist_cnn", "suite loop vs roofline"] == "ratio >= 0.7"
     assert goals["mnist_mlp", "nesterov step vs torch.optim"] == "ratio <= 1.1"
-    assert goals["linreg", "2 members vectorized vs 1 member"] == "ratio <= 3"
-    assert goals["mnist_cnn", "2 members vectorized vs 1 member"] is None
+    assert goals["linreg", "2 members (2 seeds) vs 1 member"] == "ratio <= 3"
+    assert goals["quadratic", "2 members (one seed, a grid) vs 1 member"] == "ratio <= 4"
+    assert goals["mnist_cnn", "2 members (one seed, a grid) vs 1 member"] is None
     assert {(r["task"], r["threads"]) for r in rows if r["section"] == "threads"} == {
         ("mnist_logreg", 2), ("mnist_mlp", 2)}
     table = (tmp_path / "README_table.md").read_text()
     assert table == bench.markdown(bench.read_rows(tmp_path))
     assert sum(line.startswith("| ") for line in table.splitlines()) == len(rows) + 1  # header + rows
     assert table in proc.stdout  # and printed
+
+
+def test_bench_refuses_an_unknown_section(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/bench.py", "--sections", "loop,nope", "--out",
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown section 'nope'" in proc.stderr
+    assert not list(tmp_path.iterdir())
 
 
 # --- make gpu-check: its refusal without CUDA, its plumbing on a CPU, and the README block it writes --------

@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from nesterov_bench import members, optimizers
 from nesterov_bench.errors import ConfigError
+from nesterov_bench.loop import members_per_draw
 from nesterov_bench.population import MEASURED, Population, build_optimizer, vectorizes
 from nesterov_bench.tasks import make_task
 
@@ -20,6 +22,7 @@ BUDGET = {
     "linreg": ["train.epochs=2", "train.log_every=5", "train.evals_per_epoch=3"],
     "quadratic": ["train.epochs=30", "task.dim=10", "train.log_every=3"],
     "mnist_mlp": [*SMALL_IMAGES, "train.max_steps=6", "train.log_every=2"],
+    "mnist_cnn": [*SMALL_IMAGES, "train.max_steps=2", "train.log_every=1"],
 }
 
 
@@ -43,7 +46,8 @@ def metrics(record) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("task,optimizer", [("linreg", "nesterov"), ("quadratic", "gd"),
-                                            ("quadratic", "nesterov"), ("mnist_mlp", "adam")])
+                                            ("quadratic", "nesterov"), ("mnist_mlp", "adam"),
+                                            ("mnist_cnn", "nesterov")])
 def test_members_equal_one_at_a_time_runs(tmp_path, task, optimizer):
     extra = [f"task={task}", f"optimizer={optimizer}", *BUDGET[task]]
     together = vectorized(tmp_path / "v", *extra, f"members.seeds={SEEDS}",
@@ -246,3 +250,33 @@ def test_vectorize_auto_follows_make_bench_measurements(tmp_path):
     # The committed measurements give this CPU's decisions.
     assert [t for t in ("linreg", "quadratic", "mnist_logreg", "mnist_mlp", "mnist_cnn", "fmnist_cnn")
             if vectorizes(t, cpu, "auto", MEASURED)] == ["linreg", "quadratic", "mnist_logreg"]
+
+
+def test_members_of_one_seed_draw_one_batch_between_them():
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    assert members_per_draw(gens(0, 0, 0, 1, 1, 1)) == 3  # seed by seed, as members.member_configs lists
+    assert members_per_draw(gens(0, 0, 0)) == 3
+    assert members_per_draw(gens(0, 1, 0, 1)) == 1  # not in blocks: each member draws its own
+    assert members_per_draw(gens(0, 0, 1)) == 1
+    assert members_per_draw(gens(0, 1, 2)) == 1
+
+
+@pytest.mark.parametrize("task,dense", [("mnist_mlp", True), ("mnist_cnn", False), ("quadratic", True)])
+def test_each_member_sees_its_groups_batch(task, dense):
+    """S groups of P members: member k's output is its own model's on batch k // P, through the dense
+    path (one wide product per layer) or vmap."""
+    cfg = {"mnist_mlp": {"hidden": [16, 8]}, "mnist_cnn": {}, "quadratic": {}}[task]
+    t = make_task({**OmegaConf.to_container(compose_config([f"task={task}"]).task, resolve=True), **cfg})
+    torch.manual_seed(0)
+    models = [t.build_model() for _ in range(6)]
+    expected_params = [{n: p.detach().clone() for n, p in m.named_parameters()} for m in models]
+    pop = Population(t, models)
+    assert (pop._dense is not None) == dense
+    shape = (1, 28, 28) if task.startswith("mnist") else (t.cfg["dim"],)
+    x = torch.randn(2, 5, *shape, dtype=pop.flat[0].dtype)
+    out = pop(x)
+    for k in range(6):
+        want = torch.func.functional_call(models[k], expected_params[k], (x[k // 3],))
+        torch.testing.assert_close(out[k], want, rtol=1e-5, atol=1e-5)
