@@ -201,11 +201,13 @@ def fit_members(
     def evaluate(epoch: float, reason: str) -> bool:
         """Record every live member's metrics on every split; stop those with a non-finite loss.
         False when no member is left."""
+        splits = eval_splits if tc.eval_test != "last" or step == total_steps else {
+            name: split for name, split in eval_splits.items() if name != "test"}
         for k in alive():
             member = members.members[k]
             member.eval()
             ok = True
-            for name, split in eval_splits.items():
+            for name, split in splits.items():
                 metrics = task.evaluate(member, split, tc.eval_batch_size, data)
                 records[k](step, epoch, name, metrics, watch.total)
                 finals[k].update({f"{name}/{m}": v for m, v in metrics.items()})

@@ -26,6 +26,7 @@ class TrainConfig:
     evals_per_epoch: int = 1  # evaluations spread evenly over each epoch (finer time-to-target curves)
     lr_schedule: dict | None = None  # None = constant (schedules.py)
     momentum_schedule: dict | None = None  # None = constant
+    eval_test: str | None = None  # None = "every": the test split at every evaluation; "last": at the last only
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -50,10 +51,12 @@ class TrainConfig:
         decay = d.get("epoch_decay", 0.0)
         if isinstance(decay, bool) or not isinstance(decay, int | float) or not math.isfinite(decay):
             raise ConfigError(f"train.epoch_decay must be a number, got {decay!r}")
+        if d.get("eval_test") not in (None, "every", "last"):
+            raise ConfigError(f"train.eval_test must be every, last or null, got {d['eval_test']!r}")
         return cls(d["epochs"], bs, d["log_every"], d["eval_every"], d.get("eval_train_size"),
                    d["eval_batch_size"], d.get("max_steps"), float(decay), d.get("evals_per_epoch", 1),
                    check("lr_schedule", d.get("lr_schedule"), LR),
-                   check("momentum_schedule", d.get("momentum_schedule"), MOMENTUM))
+                   check("momentum_schedule", d.get("momentum_schedule"), MOMENTUM), d.get("eval_test"))
 
     def check_against(self, n_train: int) -> None:
         """Refuse a batch larger than the training split (it would silently become full batch)."""

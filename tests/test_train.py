@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from nesterov_bench.errors import ConfigError
 from nesterov_bench.store import METRIC_COLUMNS, run_path
 from nesterov_bench.tasks import TASKS
 
@@ -139,3 +140,24 @@ def test_one_epoch_reaches_article_level_accuracy(tmp_path, task, optimizer, lr,
                    "threads=2")
     assert record["status"] == "completed"
     assert record["final"]["test/accuracy"] >= threshold, record["final"]
+
+
+@pytest.mark.parametrize("when", ["last", "every"])
+def test_eval_test_last_scores_the_test_split_once_at_the_end(tmp_path, when):
+    """train.eval_test=last: validation and train at every evaluation, the test split only at the last
+    (its final score is the same number a run evaluating it every time ends with)."""
+    record = train(tmp_path, "task=linreg", "optimizer=gd", "train.epochs=3", "train.evals_per_epoch=2",
+                   f"train.eval_test={when}")
+    rows = pd.read_parquet(f"{record['run_dir']}/metrics.parquet")
+    steps = {split: sorted(rows[rows.split == split].step.unique()) for split in ("val", "test")}
+    assert len(steps["val"]) == 7  # at 0, then twice an epoch
+    assert steps["test"] == (steps["val"][-1:] if when == "last" else steps["val"])
+    assert "test/loss" in record["final"]
+    every = train(tmp_path / "every", "task=linreg", "optimizer=gd", "train.epochs=3",
+                  "train.evals_per_epoch=2")
+    assert record["final"] == every["final"]
+
+
+def test_eval_test_refuses_other_values(tmp_path):
+    with pytest.raises(ConfigError, match="train.eval_test must be every, last or null"):
+        train(tmp_path, "task=linreg", "train.eval_test=sometimes")

@@ -137,34 +137,46 @@ class MnistMLP(ImageTask):
         return _init(nn.Sequential(*layers), _trunc_normal(0.03), 0.0)
 
 
-def two_conv_two_dense(channels: int = 1) -> nn.Module:
+def two_conv_two_dense(channels: int = 1, width: float = 1.0) -> nn.Module:
     """DeepOBS 2c2d: conv5x5(32, same)-ReLU-maxpool2-conv5x5(64, same)-ReLU-maxpool2-fc1024-ReLU-fc10,
-    weights truncated-normal (std 0.05), biases 0.05."""
+    weights truncated-normal (std 0.05), biases 0.05. ``width`` multiplies the 32, 64 and 1024 (a
+    CPU-sized network at width < 1; 1 is DeepOBS's)."""
+    c1, c2, fc = (max(1, round(n * width)) for n in (32, 64, 1024))
     return _init(nn.Sequential(
-        nn.Conv2d(channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(7 * 7 * 64, 1024), nn.ReLU(), nn.Linear(1024, 10),
+        nn.Conv2d(channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(7 * 7 * c2, fc), nn.ReLU(), nn.Linear(fc, 10),
     ), _trunc_normal(0.05), 0.05)
 
 
+class TwoConvTwoDense(ImageTask):
+    """DeepOBS's 2c2d network on a 28x28 grey-scale dataset; ``task.width`` (null = 1, DeepOBS's)
+    multiplies its channels and its hidden dense layer."""
+
+    options = {**ImageTask.options, "width": (float, type(None))}
+
+    def __init__(self, cfg):
+        super().__init__({"width": None, **cfg})  # (runs made before the option)
+        width = self.cfg["width"]
+        if width is not None and not 0 < width <= 1:
+            raise ConfigError(f"task.width must be in (0, 1] or null, got {width!r}")
+
+    def build_model(self) -> nn.Module:
+        return two_conv_two_dense(width=self.cfg["width"] or 1.0)
+
+
 @register
-class MnistCNN(ImageTask):
+class MnistCNN(TwoConvTwoDense):
     """DeepOBS mnist_2c2d."""
 
     name, dataset, shape = "mnist_cnn", "MNIST", (1, 28, 28)
 
-    def build_model(self) -> nn.Module:
-        return two_conv_two_dense()
-
 
 @register
-class FmnistCNN(ImageTask):
+class FmnistCNN(TwoConvTwoDense):
     """DeepOBS fmnist_2c2d: the same network on Fashion-MNIST."""
 
     name, dataset, shape = "fmnist_cnn", "FashionMNIST", (1, 28, 28)
-
-    def build_model(self) -> nn.Module:
-        return two_conv_two_dense()
 
 
 @register
