@@ -26,7 +26,7 @@ class TrainConfig:
     evals_per_epoch: int = 1  # evaluations spread evenly over each epoch (finer time-to-target curves)
     lr_schedule: dict | None = None  # None = constant (schedules.py)
     momentum_schedule: dict | None = None  # None = constant
-    eval_test: str | None = None  # None = "every": the test split at every evaluation; "last": at the last only
+    eval_test: str | None = None  # None = "every": test split at every evaluation; "last": at the last only
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> TrainConfig:
