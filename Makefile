@@ -28,7 +28,7 @@ PROFILE ?= quick
 RESULTS ?= results
 LAUNCHER ?=
 ARGS ?=
-reproduce: ## Run a profile (default quick), resuming finished runs: tune, select, final, recipes, analysis, PDF; a profile other than the paper's reports to results/reports/<profile>/ (PROFILE=quick|smoke|paper, LAUNCHER=local, ARGS='data.download=true')
+reproduce: ## Run a profile (default quick), resuming finished runs: tune, select, final, recipes, analysis, PDF; a profile other than the paper's reports to results/reports/<profile>/ (PROFILE=quick|smoke|paper|full, LAUNCHER=local, ARGS='data.download=true')
 	$(PY) -m nesterov_bench.reproduce --profile $(PROFILE) --results $(RESULTS) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(ARGS)
 
 analyze: ## Rebuild paper/generated and the README's results block from the paper's profile in results/ (paper_profile in conf/analysis.yaml)

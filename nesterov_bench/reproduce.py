@@ -4,7 +4,7 @@ where LaTeX is installed.
 
     python -m nesterov_bench.reproduce [--profile quick] [--results results] [--launcher local] [KEY=VALUE]
 
-KEY=VALUE overrides go to every training stage (e.g. ``data.download=true`` for the paper profile's
+KEY=VALUE overrides go to every training stage (e.g. ``data.download=true`` for the full profile's
 CIFAR-10). Every dataset the profile needs is checked before the first run. The profile the paper is
 built from (``paper_profile`` in conf/analysis.yaml) writes ``paper/generated``, the README's results
 block and ``paper/main.pdf``; any other profile writes its report to ``<results>/reports/<profile>/``
@@ -45,7 +45,7 @@ from .errors import ConfigError
 from .population import vectorizes
 from .tasks import TASKS
 
-DEFAULT_PROFILE = "quick"  # runs on a 2-core CPU in under an hour; paper needs a GPU and CIFAR-10
+DEFAULT_PROFILE = "quick"  # a 2-core CPU in under an hour; paper in hours; full needs a GPU and CIFAR-10
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
 RECIPES = ("seed000_linreg", "seed002_mnist", "quadratic_theory", "noise_floor", "schedule_forms",
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                     help="Hydra overrides for every training stage, e.g. data.download=true")
     ap.add_argument("--profile", default=DEFAULT_PROFILE,
-                    help=f"smoke | quick | paper (default: {DEFAULT_PROFILE})")
+                    help=f"smoke | quick | paper | full (default: {DEFAULT_PROFILE})")
     ap.add_argument("--results", default="results", help="results_dir (default: results)")
     ap.add_argument("--launcher", default=None,
                     help="a Hydra launcher, e.g. local (parallel jobs on this machine) or slurm")

@@ -138,18 +138,18 @@ def test_analysis_leaves_out_another_profiles_broken_runs(tmp_path):
 # --- item 9: overrides pass through; datasets are checked before the first run ---------------------
 
 def test_dry_run_passes_overrides_to_every_training_stage(capsys):
-    reproduce.main(["--profile", "paper", "--dry-run", "data.download=true"])
+    reproduce.main(["--profile", "full", "--dry-run", "data.download=true"])
     out, err = capsys.readouterr()
-    assert re.search(r"profile paper: \d+ runs in all", out)
+    assert re.search(r"profile full: \d+ runs in all", out)
     training = [ln for ln in out.splitlines() if "nesterov_bench.train -m" in ln
                 or "nesterov_bench.members -m" in ln]
     assert len(training) >= 6 and all(ln.split()[-2] == "data.download=true" for ln in training)
     assert "cifar10_cnn" in out and "CIFAR10" not in err  # downloaded, so not reported missing
-    reproduce.main(["--profile", "paper", "--dry-run"])  # without it: the dry run warns
+    reproduce.main(["--profile", "full", "--dry-run"])  # without it: the dry run warns
     assert "data.download=true" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("profile, dataset", [("quick", "MNIST"), ("paper", "CIFAR10")])
+@pytest.mark.parametrize("profile, dataset", [("quick", "MNIST"), ("full", "CIFAR10")])
 def test_missing_dataset_is_refused_before_any_run(tmp_path, capsys, profile, dataset):
     results, nodata = tmp_path / "results", tmp_path / "nodata"
     source = tmp_path / "nomirror" if profile == "quick" else REPO.parent / "shared" / "data"
@@ -227,7 +227,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
 def test_readme_states_each_profiles_run_count():
     """The profiles table's run counts are the plan's (what `reproduce --dry-run` prints)."""
     readme = (REPO / "README.md").read_text()
-    for profile in ("smoke", "quick", "paper"):
+    for profile in ("smoke", "quick", "paper", "full"):
         total = sum(st.runs for st in reproduce.plan(profile, "results", None))
         row = next(ln for ln in readme.splitlines() if ln.startswith(f"| `{profile}` |"))
         assert f"| {total} |" in row, (profile, total, row)

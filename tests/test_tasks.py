@@ -191,3 +191,20 @@ def test_mnist_mlp_hidden_widths_default_to_deepobs_and_can_be_set():
     for bad in ([], [0, 16], [16.5], [True], "16"):
         with pytest.raises(ConfigError, match="task.hidden"):
             make_task({**MLP, "hidden": bad})
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "fmnist_cnn"])
+def test_2c2d_width_defaults_to_deepobs_and_scales_channels_and_the_dense_layer(name):
+    cfg = {**MLP, "name": name}
+
+    def sizes(width):
+        model = make_task({**cfg, "width": width}).build_model()
+        return ([m.out_channels for m in model if isinstance(m, torch.nn.Conv2d)]
+                + [m.out_features for m in model if isinstance(m, torch.nn.Linear)])
+
+    assert sizes(None) == sizes(1.0) == [32, 64, 1024, 10]
+    assert sizes(0.25) == [8, 16, 256, 10]
+    assert make_task(cfg).cfg["width"] is None  # a run made before the option: DeepOBS's network
+    for bad in (0, 1.5, -0.25, "half"):
+        with pytest.raises(ConfigError, match="task.width"):
+            make_task({**cfg, "width": bad})
