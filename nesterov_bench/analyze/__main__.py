@@ -59,8 +59,9 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
             (tmp / "tables" / f"{t.name}.tex").write_text(t.latex())
             (tmp / "tables" / f"{t.name}.md").write_text(t.markdown())
         figs = tmp / "figures"
-        made = [*figures.curves(study, figs), *figures.sensitivity(study, figs), *figures.ttt(study, figs),
-                *figures.profile(study, figs), *figures.quadratic_fig(study, figs, rates),
+        made = [*figures.curves(study, figs), *figures.sensitivity(study, figs), *figures.maps(study, figs),
+                *figures.ttt(study, figs), *figures.profile(study, figs),
+                *figures.quadratic_fig(study, figs, rates),
                 *figures.noise_floor(study, figs), *figures.stability(grids, figs),
                 *figures.forest(claims, figs), *figures.speedup_curve(study, figs),
                 *figures.tunability(study, figs), *figures.width_fig(study, claims, figs)]

@@ -118,44 +118,126 @@ def curves(study: Study, out: Path) -> list[Path]:
     return save(fig, out, "curves")
 
 
+def second_axis(opt: str) -> str | None:
+    """The tuning space's other axis beside the learning rate: momentum or Adam's beta1 (GD: none)."""
+    return {"momentum": "momentum", "nesterov": "momentum", "adam": "beta1"}.get(opt)
+
+
 def sensitivity(study: Study, out: Path) -> list[Path]:
-    """Final validation metric against the learning rate, tuning stage; diverged rates as x."""
+    """Final validation metric against the learning rate, tuning stage: at each rate the best point over
+    the space's other axis (momentum, beta1), each point the mean over its seeds; x = every point at the
+    rate had a seed diverge; ring = the final runs' point."""
     tasks = study.tasks
+    points = study.tune_points
     fig, axes = grid(len(tasks), 4, 3.6, 3.2)
     for ax, task in zip(axes.flat, tasks, strict=False):
         key = study.select_key(task)
         scale = 100 if key.endswith("accuracy") else 1
-        tune = study.tune[study.tune.task == task]
+        here = points[points.task == task]
         for opt in study.optimizers:
-            sel = tune[tune.optimizer == opt].sort_values("lr")
-            ok = sel[(sel.status == "completed") & np.isfinite(sel[f"final:{key}"].astype(float))]
-            ax.plot(ok.lr, ok[f"final:{key}"] * scale, "o-", color=COLORS[opt], ms=3, lw=1,
-                    label=OPT_LABEL[opt])
-            chosen = study.final[(study.final.task == task) & (study.final.optimizer == opt)].lr
-            hit = ok[ok.lr.isin(chosen)]
-            ax.plot(hit.lr, hit[f"final:{key}"] * scale, "o", mfc="none", mec=COLORS[opt], ms=9, mew=1.5)
-            div = sel[sel.status != "completed"]
+            sel = here[here.optimizer == opt]
+            best = sel.sort_values("score").groupby("lr").tail(1).sort_values("lr")  # best point per rate
+            ok = best[np.isfinite(best.value)]
+            ax.plot(ok.lr, ok.value * scale, "o-", color=COLORS[opt], ms=3, lw=1, label=OPT_LABEL[opt])
+            chosen = study.chosen(task, opt)
+            if chosen is not None:
+                axis = second_axis(opt) or "momentum"
+                hit = sel[np.isclose(sel.lr, chosen["lr"]) & np.isclose(sel[axis].fillna(0.0),
+                                                                        chosen.get(axis, 0.0))]
+                ax.plot(hit.lr, hit.value * scale, "o", mfc="none", mec=COLORS[opt], ms=9, mew=1.5)
+            div = best[~np.isfinite(best.value)]
             if len(div):  # (an empty unclipped line would still claim the figure's corner for the layout)
                 ax.plot(div.lr, np.zeros(len(div)), "x", color=COLORS[opt], ms=6, mew=1.5,
                         transform=ax.get_xaxis_transform(), clip_on=False)
         ax.set_xscale("log")
-        if len(tune):  # every rate tried, diverged ones included, inside the axes (their x marks too)
-            ax.set_xlim(tune.lr.min() / 2, tune.lr.max() * 2)
+        if len(here):  # every rate tried, diverged ones included, inside the axes (their x marks too)
+            ax.set_xlim(here.lr.min() / 2, here.lr.max() * 2)
+        vals = here.value[np.isfinite(here.value)]
         if _log_y(key):
             ax.set_yscale("log")
-            vals = tune.loc[tune.status == "completed", f"final:{key}"].astype(float)
-            if len(vals):  # completed but far off (e.g. GD just below its divergence threshold): clipped
+            if len(vals):  # finite but far off (e.g. GD just below its divergence threshold): clipped
                 ax.set_ylim(top=30 * vals.median())
-        elif len(tune):
-            vals = tune.loc[tune.status == "completed", f"final:{key}"].astype(float) * scale
-            if len(vals):
-                ax.set_ylim(max(0, vals.max() - 30), min(100, vals.max() + 2))
+        elif len(vals):
+            ax.set_ylim(max(0, vals.max() * scale - 30), min(100, vals.max() * scale + 2))
         ax.set_xlabel("learning rate")
         ax.set_ylabel(unit(key))
-        ax.set_title(f"{task} (1 seed per rate)", fontsize=9)
+        seeds = sorted(set(here.seeds))
+        ax.set_title(f"{task} ({'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''} per point)",
+                     fontsize=9)
     legend_below(fig, axes, len(tasks))
-    fig.suptitle("Learning-rate sensitivity: x = diverged, ring = chosen rate")
+    fig.suptitle("Learning-rate sensitivity: best over momentum or β1 at each rate; x = diverged, "
+                 "ring = chosen point")
     return save(fig, out, "sensitivity")
+
+
+def _map_color(key: str, value: np.ndarray, best: float) -> tuple[np.ndarray, float, float, str]:
+    """A map's colours for one task: accuracy in % (the best 20 points), else log10 of the loss or
+    suboptimality (within 1 or 6 decades of the best); brighter is better."""
+    if key.endswith("accuracy"):
+        return 100 * value, 100 * best - 20, 100 * best, "viridis"
+    span = 6 if key.endswith("suboptimality") else 1
+    logv = np.log10(np.where(value > 0, value, np.nan))
+    return logv, math.log10(best), math.log10(best) + span, "viridis_r"
+
+
+def maps(study: Study, out: Path) -> list[Path]:
+    """Hyperparameter maps of the tuning stage (issue 15's stability maps, for every task): per task (rows)
+    and optimizer (columns), the final validation metric over learning rate x momentum (Adam: beta1; GD:
+    the rate alone), each cell the mean over its seeds; grey = a seed diverged or ended non-finite; red
+    outline = the final runs' point."""
+    points = study.tune_points
+    tasks, opts = study.tasks, study.optimizers
+    if points.empty:
+        return []
+    fig, axes = plt.subplots(len(tasks), len(opts), figsize=(2.9 * len(opts), 1.9 * len(tasks)),
+                             squeeze=False, layout="constrained")
+    for i, task in enumerate(tasks):
+        key = study.select_key(task)
+        here = points[points.task == task]
+        finite = here.value[np.isfinite(here.value)]
+        best = (finite.max() if key.endswith("accuracy") else finite.min()) if len(finite) else math.nan
+        mesh = None
+        for j, opt in enumerate(opts):
+            ax = axes[i, j]
+            sel = here[here.optimizer == opt]
+            axis = second_axis(opt)
+            if sel.empty or not math.isfinite(best):
+                ax.set_visible(False)
+                continue
+            ys = sorted(sel[axis].unique()) if axis else [0.0]
+            xs = sorted(sel.lr.unique())
+            ratio = xs[1] / xs[0] if len(xs) > 1 else 10.0
+            edges = [x / ratio ** 0.5 for x in xs] + [xs[-1] * ratio ** 0.5]
+            table = sel.assign(y=sel[axis] if axis else 0.0)
+            value = table.pivot_table(index="y", columns="lr", values="value", dropna=False).reindex(
+                index=ys, columns=xs).to_numpy(float)
+            bad = table.pivot_table(index="y", columns="lr", values="unstable").reindex(index=ys, columns=xs)
+            shown, lo, hi, cmap = _map_color(key, value, best)
+            mesh = ax.pcolormesh(edges, np.arange(len(ys) + 1), shown, cmap=cmap, vmin=min(lo, hi),
+                                 vmax=max(lo, hi), shading="flat")
+            ax.pcolormesh(edges, np.arange(len(ys) + 1), np.where(bad.to_numpy(float) > 0, 1.0, np.nan),
+                          cmap="Greys", vmin=0, vmax=2, shading="flat")
+            chosen = study.chosen(task, opt)
+            if chosen is not None:
+                k = int(np.argmin(np.abs(np.log(np.array(xs) / chosen["lr"]))))
+                m = int(np.argmin(np.abs(np.array(ys) - (chosen.get(axis, 0.0) if axis else 0.0))))
+                ax.add_patch(matplotlib.patches.Rectangle((edges[k], m), edges[k + 1] - edges[k], 1,
+                                                          fill=False, ec="red", lw=1.5))
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_yticks(np.arange(len(ys)) + 0.5, [f"{y:g}" for y in ys] if axis else [""])
+            ax.tick_params(labelsize=7)
+            ax.set_title(f"{task}, {OPT_LABEL[opt]}", fontsize=8)
+            if i == len(tasks) - 1:
+                ax.set_xlabel("learning rate", fontsize=8)
+            if axis:
+                ax.set_ylabel({"momentum": "μ", "beta1": "β1"}[axis], fontsize=8)
+        if mesh is not None:
+            label = unit(key) if key.endswith("accuracy") else f"log10 {unit(key)}"
+            fig.colorbar(mesh, ax=list(axes[i]), label=label, fraction=0.03, pad=0.01)
+    fig.suptitle("Tuning stage: final validation metric over each optimizer's space (mean over seeds; "
+                 "grey = a seed diverged; red = chosen)", fontsize=10)
+    return save(fig, out, "maps")
 
 
 def ttt(study: Study, out: Path) -> list[Path]:

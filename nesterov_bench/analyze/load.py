@@ -21,6 +21,7 @@ class Loaded:
     runs: pd.DataFrame  # one row per usable run (index run_id): KEY columns, status, final metrics, times
     metrics: pd.DataFrame  # long format (step, epoch, split, metric, value, time_s), with run_id and KEY
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    tuned: dict = field(default_factory=dict)  # <results>/tuned/<profile>.json's choices (select.py), if any
 
 
 def _row(run_dir: Path, rec: dict) -> dict:
@@ -29,6 +30,8 @@ def _row(run_dir: Path, rec: dict) -> dict:
     row = {
         "experiment": cfg["experiment_name"], "stage": cfg["stage"], "task": cfg["task"]["name"],
         "optimizer": opt["name"], "lr": float(opt["lr"]), "momentum": float(opt.get("momentum", 0.0)),
+        "beta1": float(opt["betas"][0]) if "betas" in opt else float("nan"),
+        "trial": float("nan") if cfg.get("trial") is None else int(cfg["trial"]),
         "weight_decay": float(opt.get("weight_decay", 0.0)),
         "epoch_decay": float(cfg["train"].get("epoch_decay", 0.0)), "seed": int(cfg["seed"]),
         "kappa": float(cfg["task"]["kappa"]) if "kappa" in cfg["task"] else float("nan"),
@@ -56,7 +59,8 @@ def experiments(root: Path, profile: str | None) -> list[Path]:
 
 def load(results_dir: str | Path, profile: str | None = None) -> Loaded:
     """The runs under ``<results_dir>/runs``; with ``profile``, only that profile's experiments, so
-    another profile's runs (skipped, corrupt or not) never enter its analysis or its counts."""
+    another profile's runs (skipped, corrupt or not) never enter its analysis or its counts, and the
+    selection's choices for it (``<results_dir>/tuned/<profile>.json``, with their flags)."""
     root = Path(results_dir) / "runs"
     exps = experiments(root, profile)
     rows, frames, skipped = [], [], []
@@ -97,4 +101,9 @@ def load(results_dir: str | Path, profile: str | None = None) -> Loaded:
     if not metrics.empty:
         metrics["split"] = metrics["split"].astype(str)
         metrics["metric"] = metrics["metric"].astype(str)
-    return Loaded(runs, metrics, skipped)
+    tuned_file = Path(results_dir) / "tuned" / f"{profile}.json"
+    try:
+        tuned = json.loads(tuned_file.read_text())["choices"] if profile else {}
+    except (OSError, ValueError, KeyError):
+        tuned = {}
+    return Loaded(runs, metrics, skipped, tuned)

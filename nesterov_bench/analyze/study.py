@@ -116,6 +116,22 @@ class Study:
     def metrics_of(self, run_id: int) -> pd.DataFrame:
         return self._metrics_by_run[run_id]
 
+    def chosen(self, task: str, optimizer: str) -> dict | None:
+        """The selection's choice (``<results>/tuned/<profile>.json``: the point, its flags) that the final
+        runs of ``task`` x ``optimizer`` were made at: the choice by final score or by speed whose point
+        they ran; else their own hyperparameters, unflagged."""
+        runs = self.final[(self.final.task == task) & (self.final.optimizer == optimizer)]
+        if runs.empty:
+            return None
+        r = runs.iloc[0]
+        point = {"lr": r.lr, "momentum": r.momentum, "beta1": r.beta1}
+        picks = self.loaded.tuned.get(task, {}).get(optimizer, {})
+        for by in ("final", "speed"):
+            c = picks.get(by)
+            if c and all(math.isclose(c[k], point[k]) for k in point if k in c):
+                return {**point, **c, "by": by}
+        return point
+
     # --- what is measured on each task ---------------------------------------------------------
     def select_key(self, task: str) -> str:
         """The validation quantity the tuning stage selects on (e.g. ``val/accuracy``)."""
@@ -233,6 +249,24 @@ class Study:
         final = self.width_runs[self.width_runs.stage == "final"]
         return {w: n for w in self.widths
                 if (n := count_parameters(Path(final[final.width == w].path.iloc[0]))) is not None}
+
+    @cached_property
+    def tune_points(self) -> pd.DataFrame:
+        """The tuning stage per point of each optimizer's space (task, optimizer, lr, momentum, beta1):
+        the mean over its seeds of the final validation metric (``value``; nan when a seed diverged or
+        ended non-finite), that mean oriented so higher is better (``score``), the share of its seeds
+        that did not end finite (``unstable``), and its seeds."""
+        rows = []
+        cols = ["task", "optimizer", "lr", "momentum", "beta1"]
+        for (task, opt, lr, mu, b1), runs in self.tune.groupby(cols, dropna=False):
+            key = self.select_key(task)
+            vals = runs[f"final:{key}"].astype(float)
+            ok = (runs.status == "completed") & np.isfinite(vals)
+            mean = float(vals.mean()) if ok.all() else math.nan
+            rows.append({"task": task, "optimizer": opt, "lr": lr, "momentum": mu, "beta1": b1,
+                         "value": mean, "score": measures.score(key, mean), "unstable": float((~ok).mean()),
+                         "seeds": len(runs)})
+        return pd.DataFrame(rows, columns=[*cols, "value", "score", "unstable", "seeds"])
 
     @cached_property
     def tolerance_shares(self) -> pd.DataFrame:

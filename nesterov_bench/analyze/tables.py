@@ -29,7 +29,8 @@ def tex(text: str) -> str:
     out = text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%")
     out = out.replace("&", "\\&").replace("#", "\\#").replace("^", "\\textasciicircum{}")
     out = _SCI.sub(lambda m: f"${m.group(1)}\\times10^{{{m.group(2).strip('+')}{m.group(3)}}}$", out)
-    for plain, math_ in (("±", "\\pm"), ("×", "\\times"), ("≥", "\\geq"), ("≤", "\\leq"), ("→", "\\to")):
+    for plain, math_ in (("±", "\\pm"), ("×", "\\times"), ("≥", "\\geq"), ("≤", "\\leq"), ("→", "\\to"),
+                         ("μ", "\\mu"), ("β1", "\\beta_1")):
         out = out.replace(plain, f"${math_}$")
     return out
 
@@ -107,6 +108,14 @@ def lr_text(lr: float) -> str:
     return f"{lr:g}"
 
 
+def hp_text(opt: str, point) -> str:
+    """A point of an optimizer's tuning space (a run's row, or a selection's choice): its learning rate,
+    with heavy ball's and Nesterov's momentum or Adam's beta1."""
+    extra = {"momentum": "μ", "nesterov": "μ", "adam": "β1"}.get(opt)
+    key = "beta1" if opt == "adam" else "momentum"
+    return lr_text(float(point["lr"])) + (f"; {extra} {float(point[key]):g}" if extra else "")
+
+
 # --- the tables ------------------------------------------------------------------------------------
 
 def completed(runs, key: str) -> Summary:
@@ -176,21 +185,27 @@ def final_table(study: Study) -> Table:
 
 
 def tuned_table(study: Study) -> Table:
-    t = Table("tuned", "Learning rates chosen by the tuning stage (validation metric at the end of the "
-                       "budget, one seed; ties to the smaller rate). Marked: the choice lies at the edge "
-                       "of the declared grid.",
+    seeds = study.tune.groupby(["task", "optimizer", "lr", "momentum", "beta1"], dropna=False).seed.nunique()
+    n = f"{seeds.min()}" if len(seeds) and seeds.min() == seeds.max() else "its"
+    bys = {(study.chosen(task, opt) or {}).get("by") for task in study.tasks for opt in study.optimizers}
+    rule = ("the fewest mean steps to the task's target" if bys == {"speed"}
+            else "the best mean validation score at the end of the budget")
+    t = Table("tuned", "Hyperparameters chosen by the tuning stage for the final runs: the point of each "
+                       f"optimizer's tuning space with {rule} "
+                       f"over {n} tuning seed{'s' if n != '1' else ''} (python -m "
+                       "nesterov_bench.select states the rule; μ momentum, β1 Adam's). Marked: edge, at "
+                       "an end of an axis of the space; cliff, next to a point with a diverged seed.",
               ["task", *[OPT_LABEL[o] for o in study.optimizers]], align="l" + "r" * len(study.optimizers))
     for task in study.tasks:
         row = [task]
         for opt in study.optimizers:
-            runs = study.final[(study.final.task == task) & (study.final.optimizer == opt)]
-            if not len(runs):
+            choice = study.chosen(task, opt)
+            if choice is None:
                 row.append("--")
                 continue
-            lr = float(runs.lr.iloc[0])
-            grid = study.tune[(study.tune.task == task) & (study.tune.optimizer == opt)].lr
-            edge = len(grid) and lr in (grid.min(), grid.max())
-            row.append(lr_text(lr) + (" (edge)" if edge else ""))
+            flags = (("edge", choice.get("at_edge")), ("cliff", choice.get("next_to_diverged")))
+            marks = [mark for mark, on in flags if on]
+            row.append(hp_text(opt, choice) + (f" ({', '.join(marks)})" if marks else ""))
         t.rows.append(row)
     return t
 
@@ -287,7 +302,7 @@ def width_table(study: Study, claims: list[Claim]) -> Table | None:
             if o.empty:
                 row.append("--")
                 continue
-            hp = lr_text(float(o.lr.iloc[0])) + (f"; {o.momentum.iloc[0]:g}" if opt != "gd" else "")
+            hp = hp_text(opt, o.iloc[0])
             row.append(f"{interval(key, completed(o, key))} ({hp})")
         unit_ = study.width_unit(w)
         for b in ("gd", "momentum"):
