@@ -127,8 +127,16 @@ def claim(s: Settings, run_dir: Path, locks: ExitStack) -> dict | None:
 
 
 def skip(run_dir: Path, s: Settings) -> dict:
-    """The finished run's record, after checking it was made with the same settings."""
+    """The finished run's record, after checking it was made with the same settings on the same kind of
+    device (a GPU's numbers differ from a CPU's: never one in place of the other)."""
     record = store.read_run(run_dir)
+    made_on = record.get("environment", {}).get("device", "cpu")
+    if made_on != s.device.type:
+        raise ConfigError(
+            f"{run_dir} holds a finished run made on {made_on}, and this one would train on {s.device.type}; "
+            "give the runs of each device their own results_dir or experiment_name (force=true replaces "
+            "the finished run)"
+        )
     changed = store.differences(store.identity(record["config"]), store.identity(s.cfg))
     if changed:
         raise ConfigError(

@@ -40,7 +40,7 @@ def test_every_task_with_every_optimizer_resolves(task: str, optimizer: str):
 def test_every_profile_budget_composes(profile, task):
     s = resolve(compose_config([f"profile={profile}", f"task={task}"]))
     if profile != "default" and task in s.cfg["sweep"]["tasks"].split(","):
-        assert (CONF / "budget" / profile / f"{task}.yaml").is_file(), "each profile budgets each of its tasks"
+        assert (CONF / "budget" / profile / f"{task}.yaml").is_file(), "a profile budgets its tasks"
     assert s.task.name == task
 
 

@@ -117,6 +117,20 @@ def test_finished_run_is_skipped_and_a_changed_one_refused(tmp_path):
     assert forced["started_at"] != first["started_at"] and forced["steps"] == 2 * 32
 
 
+def test_a_finished_run_of_another_device_is_never_taken_in_its_place(tmp_path):
+    """A run finished on a GPU is not the CPU's run of the same config (its numbers differ): refused,
+    in one line, and replaced only with force=true."""
+    first = train(tmp_path, "task=linreg", "train.epochs=1")
+    path = f"{first['run_dir']}/run.json"
+    record = json.loads(open(path).read())
+    record["environment"]["device"] = "cuda"
+    with open(path, "w") as f:
+        f.write(json.dumps(record))
+    with pytest.raises(ConfigError, match=r"made on cuda, and this one would train on cpu.*force=true"):
+        train(tmp_path, "task=linreg", "train.epochs=1")
+    assert train(tmp_path, "task=linreg", "train.epochs=1", "force=true")["environment"]["device"] == "cpu"
+
+
 def test_half_written_run_is_redone(tmp_path):
     cfg = overrides(tmp_path, "task=linreg", "train.epochs=1")
     from omegaconf import OmegaConf
