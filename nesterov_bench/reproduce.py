@@ -48,7 +48,7 @@ from .tasks import TASKS
 DEFAULT_PROFILE = "quick"  # a 2-core CPU in under an hour; paper in hours; full needs a GPU and CIFAR-10
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
-RECIPES = ("seed000_linreg", "seed002_mnist", "quadratic_theory", "noise_floor", "schedule_forms",
+RECIPES = ("seed000_linreg", "seed002_mnist", "seed002_as_written", "quadratic_theory", "noise_floor", "schedule_forms",
            "schedule_forms_quadratic", "stability_map")
 # The width sweep (claim v): the main study's tune -> select -> final once per width of mnist_mlp, each
 # width its own study <profile>-width<W> (conf/experiment/width_tune.yaml, width_final.yaml).

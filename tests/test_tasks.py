@@ -29,6 +29,21 @@ def test_real_images_split_50k_10k_10k_standardised(name):
     assert set(data.train.y.unique().tolist()) == set(range(10))
 
 
+def test_the_second_articles_pipeline_all_60k_images_and_normalize_half():
+    """task.val_size=0 trains on the whole training set; task.normalize=half is the post's
+    Normalize((0.5,), (0.5,)): pixels x / 255 mapped to 2 x - 1, in [-1, 1], the test split alike."""
+    data = image_task(val_size=0, normalize="half").load_data(DATA_CFG, CPU)
+    assert (len(data.train), data.val, len(data.test)) == (60000, None, 10000)
+    assert list(data.evaluation_splits()) == ["test"]
+    standard = image_task().load_data(DATA_CFG, CPU)
+    assert data.train.x.min().item() == -1.0 and data.train.x.max().item() == 1.0
+    assert data.test.x.min().item() == -1.0 and data.test.x.max().item() == 1.0
+    assert torch.equal(standard.test.y, data.test.y) and not torch.allclose(standard.test.x, data.test.x)
+    assert image_task().cfg["normalize"] is None  # a run made before the option: standardised
+    with pytest.raises(ConfigError, match="task.normalize must be half or null"):
+        image_task(normalize="standard")
+
+
 def test_validation_split_is_fixed_and_disjoint_from_training():
     a = image_task().load_data(DATA_CFG, CPU)
     b = image_task().load_data(DATA_CFG, CPU)

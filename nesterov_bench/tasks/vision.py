@@ -1,9 +1,11 @@
 """Image classification tasks: the second article's linear model, DeepOBS's MLP and CNNs.
 
 Each dataset is held whole as one float tensor on the run's device, standardised with the training
-split's per-channel mean and std; batches are index slices of a seeded permutation (no DataLoader).
-A fixed validation split (``task.val_size`` images, chosen by ``task.data_seed``) is held out of the
-training set, the same for every optimizer and seed.
+split's per-channel mean and std (or, ``task.normalize=half``, as the second article's
+``Normalize((0.5,), (0.5,))``: pixels from [0, 1] to [-1, 1]); batches are index slices of a seeded
+permutation (no DataLoader). A fixed validation split (``task.val_size`` images, chosen by
+``task.data_seed``) is held out of the training set, the same for every optimizer and seed;
+``task.val_size=0`` trains on the whole training set (no validation split: for a recipe, not a tuning).
 """
 
 from __future__ import annotations
@@ -24,13 +26,19 @@ class ImageTask(Task):
     shape: tuple[int, int, int]
     selection = Selection("val", "accuracy", "max")
     options = {"val_size": int, "train_size": (int, type(None)), "test_size": (int, type(None)),
-               "data_seed": int}
+               "data_seed": int, "normalize": (str, type(None))}
+
+    def __init__(self, cfg):
+        super().__init__({"normalize": None, **cfg})  # (runs made before the option: standardised)
+        if self.cfg["normalize"] not in (None, "half"):
+            raise ConfigError("task.normalize must be half or null (standardised), "
+                              f"got {self.cfg['normalize']!r}")
 
     def load_data(self, data_cfg: Mapping[str, Any], device: torch.device) -> Data:
         if data_cfg.get("generated"):  # as many examples as the splits ask for (train: 3x val if unset)
-            n_train = self.cfg["val_size"] + (self.cfg["train_size"] or 3 * self.cfg["val_size"])
+            n_train = self.cfg["val_size"] + (self.cfg["train_size"] or 3 * (self.cfg["val_size"] or 1000))
             train_x, train_y, test_x, test_y = generated_images(
-                self.shape, n_train=n_train, n_test=self.cfg["test_size"] or self.cfg["val_size"],
+                self.shape, n_train=n_train, n_test=self.cfg["test_size"] or self.cfg["val_size"] or 1000,
                 seed=self.cfg["data_seed"],
             )
         else:
@@ -38,8 +46,8 @@ class ImageTask(Task):
                 self.dataset, data_cfg["root"], data_cfg.get("source"), bool(data_cfg.get("download"))
             )
         n_val = self.cfg["val_size"]
-        if not 0 < n_val < len(train_x):
-            raise ConfigError(f"task.val_size must be in (0, {len(train_x)}), got {n_val}")
+        if not 0 <= n_val < len(train_x):
+            raise ConfigError(f"task.val_size must be in [0, {len(train_x)}), got {n_val}")
         perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(self.cfg["data_seed"]))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         for key, have in (("train_size", len(train_idx)), ("test_size", len(test_x))):
@@ -48,16 +56,19 @@ class ImageTask(Task):
         # Optional subsets (smoke tests, CPU profiles): the first examples of the fixed split.
         train_idx = train_idx[: self.cfg["train_size"]]
         test_x, test_y = test_x[: self.cfg["test_size"]], test_y[: self.cfg["test_size"]]
-        x = train_x[train_idx].float().div_(255)
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        std = x.std(dim=(0, 2, 3), keepdim=True)
+        if self.cfg["normalize"] == "half":  # the second article's Normalize((0.5,), (0.5,))
+            mean, std = torch.tensor(0.5), torch.tensor(0.5)
+        else:
+            x = train_x[train_idx].float().div_(255)
+            mean = x.mean(dim=(0, 2, 3), keepdim=True)
+            std = x.std(dim=(0, 2, 3), keepdim=True)
 
         def split(images: Tensor, labels: Tensor) -> Split:
             return Split(((images.float() / 255 - mean) / std).to(device), labels.long().to(device))
 
         return Data(
             train=split(train_x[train_idx], train_y[train_idx]),
-            val=split(train_x[val_idx], train_y[val_idx]),
+            val=split(train_x[val_idx], train_y[val_idx]) if n_val else None,
             test=split(test_x, test_y),
         )
 
