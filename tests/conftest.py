@@ -28,8 +28,13 @@ def with_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+#: The CPU tests pin the CPU: device=auto would pick a GPU on a host that has one, whose numbers are
+#: not bit-identical and whose runs a CPU run never replaces (the CUDA tests ask for device=cuda).
+CPU = ["device=cpu"]
+
+
 def overrides(tmp_path: Path, *extra: str) -> list[str]:
-    return [f"results_dir={tmp_path}", "wandb.mode=disabled", *DATA, *extra]
+    return [f"results_dir={tmp_path}", "wandb.mode=disabled", *CPU, *DATA, *extra]
 
 
 def train(tmp_path: Path, *extra: str) -> dict:
@@ -72,6 +77,6 @@ def smoke(tmp_path_factory) -> Smoke:
     (work / "README.md").write_text(readme)
     (work / "paper" / "generated" / "numbers.tex").write_text("committed")
     proc = subprocess.run([sys.executable, "-m", "nesterov_bench.reproduce", "--profile", "smoke",
-                           "--results", str(root), "--launcher", "local", "--no-pdf", *DATA], cwd=work,
+                           "--results", str(root), "--launcher", "local", "--no-pdf", *CPU, *DATA], cwd=work,
                           capture_output=True, text=True, timeout=1200)
     return Smoke(root, work, proc, readme)
