@@ -374,6 +374,7 @@ def test_tex_escapes_and_typesets_numbers():
 COMMITTED = REPO / "results" / "runs"
 
 
+@pytest.mark.slow  # a whole analysis of the committed profile (~40 s): make test-all and CI
 @pytest.mark.skipif(not COMMITTED.is_dir(), reason="no committed results")
 def test_committed_tables_and_numbers_are_generated_from_committed_results(tmp_path):
     """paper/generated and the README's block are what the analysis makes of results/: none is edited
@@ -406,6 +407,7 @@ def latexmk(paper: Path) -> subprocess.CompletedProcess:
                            "main.tex"], cwd=paper, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # two LaTeX passes and BibTeX (~20 s): make test-all and CI
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="no LaTeX here (CI builds it via make paper)")
 def test_the_committed_paper_typesets_cleanly(tmp_path):
     """The paper from the committed generated files: no overfull line, no float too large for its page,
