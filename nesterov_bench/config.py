@@ -3,9 +3,9 @@
 ``compose(overrides)`` composes ``conf/config.yaml`` as the command line would (Hydra's multi-line
 errors become one-line ``ConfigError``s that say what to change); ``resolve(cfg)`` validates a
 composed config into ``Settings`` -- everything a run needs, nothing touched on disk. The resolvers
-(``${tuned_trial:}``, ``${tuned_value:}``, ``${classic:}``, ``${scaled_lr:}``, ``${stability_lrs:}``) are
-registered by ``register_resolvers``, which ``compose`` and the command line call: importing a module
-registers nothing.
+(``${tuned_trial:}``, ``${tuned_value:}``, ``${classic:}``, ``${scaled_lr:}``, ``${stability_lrs:}``,
+``${noisy_setting:}``) are registered by ``register_resolvers``, which ``compose`` and the command line
+call: importing a module registers nothing.
 """
 
 from __future__ import annotations
@@ -267,6 +267,22 @@ def tuned_value(results_dir: str, name: str, task: str, optimizer: str, key: str
     return float(chosen.get(key, default))
 
 
+def noisy_setting(sigma, method: str, key: str) -> float:
+    """``${noisy_setting:sigma,method,key}``: the lr or momentum at which ``method`` reaches the noisy
+    quadratic's target fastest at gradient noise ``sigma``, from the exact recursion
+    (``results/theory/noisy_quadratic.json``, what ``python -m nesterov_bench.analyze`` computes)."""
+    path = CONF_DIR.parent / "results" / "theory" / "noisy_quadratic.json"
+    try:
+        rows = json.loads(path.read_text())["rows"]
+        row = next(r for r in rows if math.isclose(float(r["sigma"]), float(sigma)))
+        return float(row[method][key])
+    except (OSError, ValueError, KeyError):
+        raise ConfigError(f"{path} is missing or unreadable; run python -m nesterov_bench.analyze") from None
+    except StopIteration:
+        raise ConfigError(f"{path} has no row for sigma={sigma} (conf/analysis.yaml noisy_quadratic.sigmas)"
+                          ) from None
+
+
 def stability_lrs(mu, kappa) -> list[float]:
     """``${stability_lrs:mu,kappa}``: 16 learning rates c / L, c = 2^(k/3) from 0.25 to 8 (L = kappa mu):
     a grid over every stability limit of GD, heavy ball and Nesterov (``theory.stability_limit``)."""
@@ -283,6 +299,7 @@ def _scaled_lr(effective_lr, momentum) -> float:
 def register_resolvers() -> None:
     """Register the config's resolvers with OmegaConf (idempotent)."""
     for name, fn in (("tuned_trial", tuned_trial), ("tuned_value", tuned_value), ("classic", theory.classic),
-                     ("stability_lrs", stability_lrs), ("scaled_lr", _scaled_lr)):
+                     ("stability_lrs", stability_lrs), ("scaled_lr", _scaled_lr),
+                     ("noisy_setting", noisy_setting)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

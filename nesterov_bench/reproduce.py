@@ -48,8 +48,8 @@ from .tasks import TASKS
 DEFAULT_PROFILE = "quick"  # a 2-core CPU in under an hour; paper in hours; full needs a GPU and CIFAR-10
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
-RECIPES = ("seed000_linreg", "seed002_mnist", "seed002_as_written", "quadratic_theory", "noise_floor", "schedule_forms",
-           "schedule_forms_quadratic", "stability_map")
+RECIPES = ("seed000_linreg", "seed002_mnist", "seed002_as_written", "quadratic_theory", "noise_floor",
+           "noisy_quadratic", "schedule_forms", "schedule_forms_quadratic", "stability_map")
 # The width sweep (claim v): the main study's tune -> select -> final once per width of mnist_mlp, each
 # width its own study <profile>-width<W> (conf/experiment/width_tune.yaml, width_final.yaml).
 WIDTH_STAGES = ("width_tune", "width_select", "width_final")
@@ -137,8 +137,9 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
             st.runs, st.stage_dir = sweep_size(base, cfg, params)
             st.modules = by_vectorizing(cfg, params)
             st.base = base
-            if st.name.startswith(("quadratic_theory", "noise_floor", "schedule_forms", "stability")):
-                # their stage (kappa=, batch=, the schedule) is swept
+            if st.name.startswith(("quadratic_theory", "noise_floor", "noisy", "schedule_forms",
+                                   "stability")):
+                # their stage (kappa=, batch=, sigma=, the schedule) is swept
                 st.stage_dir, st.depth = st.stage_dir.parent, 4
             if st.name.startswith("width"):  # one experiment per width: <profile>-width<W>/<tune|final>
                 st.pattern = f"{cfg.sweep.name}-width*/{cfg.stage}/*/*/*/seed=*/run.json"

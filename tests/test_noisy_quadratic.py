@@ -4,6 +4,9 @@ measured mean over 64 seeds (one vectorized population) holds the prediction wit
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,3 +95,41 @@ def test_the_speedup_vanishes_where_the_table_says():
     assert vanishing_sigma(data) == 0.2
     data["rows"][1] = row(0.1, float("inf"), float("inf"))  # neither reaches the target: no speed-up
     assert vanishing_sigma(data) == 0.1
+
+
+def test_the_measured_experiment_runs_the_levels_and_points_of_the_closed_form():
+    """experiment=noisy_quadratic sweeps conf/analysis.yaml's noise levels, each method at the point the
+    recursion chose for that level (the committed results/theory/noisy_quadratic.json)."""
+    from omegaconf import OmegaConf
+
+    from nesterov_bench import CONF_DIR
+    from nesterov_bench.config import swept_values
+    from nesterov_bench.errors import ConfigError
+
+    declared = OmegaConf.load(CONF_DIR / "analysis.yaml").noisy_quadratic.sigmas
+    swept = swept_values("task.grad_noise", str(compose(["experiment=noisy_quadratic"]).sweep.noisy_sigmas))
+    assert [float(v) for v in swept] == [float(v) for v in declared]
+    cached = json.loads((CONF_DIR.parent / "results" / "theory" / "noisy_quadratic.json").read_text())
+    row = cached["rows"][2]
+    for method in ("gd", "momentum", "nesterov"):
+        s = resolve(compose(["experiment=noisy_quadratic", f"task.grad_noise={row['sigma']}",
+                             f"optimizer={method}"]))
+        assert (s.opt.lr, s.opt.momentum) == (row[method]["lr"], row[method]["momentum"])
+        assert s.cfg["task"]["optimum"] == "zero" and s.cfg["task"]["dtype"] == "float64"
+    with pytest.raises(ConfigError, match="no row for sigma=0.7"):
+        resolve(compose(["experiment=noisy_quadratic", "task.grad_noise=0.7"]))
+
+
+def test_measured_steps_are_the_mean_curves_first_arrival():
+    from nesterov_bench.analyze.noisy import agreement, first_at
+
+    steps = np.array([0, 5, 10, 15])
+    curves = np.array([[4.0, 2.0, 1.0, 0.5], [4.0, 1.0, 0.4, 0.1]])  # mean 4, 1.5, 0.7, 0.3
+    assert first_at(curves, steps, 1.0) == 10 and first_at(curves, steps, 0.1) == math.inf
+    assert first_at(np.array([[4.0, 0.5, np.nan, np.nan], [4.0, 2.0, 0.2, 0.1]]), steps, 0.3) == math.inf
+    point = {"steps": 100.0, "lr": 0.1, "momentum": 0.0}
+    data = {"rows": [{"sigma": 0.0, **dict.fromkeys(("gd", "momentum", "nesterov"), point)}]}
+    seen = {"rows": [{"sigma": 0.0, "gd": {"steps": 90.0, "low": 80.0, "high": 95.0, "every": 5},
+                      "momentum": {"steps": 100.0, "low": 90.0, "high": 110.0, "every": 5},
+                      "nesterov": {"steps": 60.0, "low": 50.0, "high": 70.0, "every": 5}}]}
+    assert agreement(data, seen) == (2, 3)  # 100 within [80, 95] widened by 5; not within [50, 70] + 5

@@ -50,7 +50,8 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
                          tables.recipes_table(study),
                          tables.noise_table(study), tables.schedule_table(study)) if t]
     noisy_q = noisy.results(study.cfg["noisy_quadratic"], results)
-    tbls.append(tables.noisy_table(noisy_q))
+    noisy_seen = noisy.measured(study, noisy_q)
+    tbls.append(tables.noisy_table(noisy_q, noisy_seen))
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -66,7 +67,7 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
                 *figures.forest(claims, figs), *figures.speedup_curve(study, figs),
                 *figures.tunability(study, figs), *figures.width_fig(study, claims, figs)]
         num = {**numbers.collect(study, claims, rates, len(loaded.skipped)),
-               **numbers.stability_numbers(study, grids), **numbers.noisy_numbers(noisy_q)}
+               **numbers.stability_numbers(study, grids), **numbers.noisy_numbers(noisy_q, noisy_seen)}
         (tmp / "numbers.tex").write_text(numbers.latex(num))
         (tmp / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in loaded.skipped))
         _swap(tmp, out)

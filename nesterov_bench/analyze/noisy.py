@@ -4,7 +4,8 @@ For each noise level sigma (``noisy_quadratic`` in conf/analysis.yaml), each met
 target expected suboptimality, at the best point of its tuning space under the joint protocol
 (conf/space/joint/: the same spaces the benchmark tunes over), from ``theory.fastest_under_noise`` (the
 exact second-moment recursion, no sampling: tests/test_noisy_quadratic.py checks the recursion against
-runs). Cached in ``<results>/theory/noisy_quadratic.json`` with the settings it was computed for (the
+runs), and ``measured`` the same from the ``noisy_quadratic`` experiment's runs. Cached in
+``<results>/theory/noisy_quadratic.json`` with the settings it was computed for (the
 repository's committed copy is read for any results tree; ~17 s to recompute on this CPU).
 """
 
@@ -15,9 +16,11 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from omegaconf import OmegaConf
 
 from .. import CONF_DIR, store, theory
+from . import measures
 
 METHODS = ("gd", "momentum", "nesterov")
 REPO_CACHE = CONF_DIR.parent / "results" / "theory" / "noisy_quadratic.json"
@@ -70,3 +73,56 @@ def vanishing_sigma(data: dict) -> float:
     """The smallest sigma at which Nesterov's speed-up over GD falls below ``vanish`` (nan: never)."""
     bar = data["settings"]["vanish"]
     return next((r["sigma"] for r in data["rows"] if not speedup(r, "gd") >= bar), math.nan)
+
+
+def target(cfg: dict) -> float:
+    """The target expected suboptimality: ``target`` of the start's, 1/2 tr(H) var0."""
+    trace = float(theory.spectrum(cfg["mu"], cfg["kappa"], cfg["dim"]).sum())
+    return cfg["target"] * 0.5 * trace * cfg["var0"]
+
+
+def first_at(curves: np.ndarray, steps: np.ndarray, goal: float) -> float:
+    """The first of ``steps`` at which the mean of ``curves`` (seeds x evaluations) is at ``goal`` or
+    below; inf when it never is (a seed's nan, after it stopped, keeps the mean above)."""
+    hit = np.flatnonzero(curves.mean(axis=0) <= goal)
+    return float(steps[hit[0]]) if len(hit) else math.inf
+
+
+def measured(study, data: dict, resamples: int = 999) -> dict:
+    """The closed form's rows, measured: per noise level run by the ``noisy_quadratic`` experiment
+    (conf/experiment/noisy_quadratic.yaml: each method at the point ``data`` names), the first evaluated
+    step at which the mean over seeds of the suboptimality is at the target (inf: never), with a 95%
+    percentile-bootstrap interval over seeds (``low``, ``high``; seeded, so the same every time). A
+    mean over few seeds is noisy late in a run: its slowest directions hold a few seeds' draws. Only
+    the levels that were run."""
+    runs = study.part("noisy_quadratic")
+    goal = target(data["settings"])
+    rng = np.random.default_rng(0)
+    rows: dict[float, dict] = {}
+    for (stage, opt), sel in runs.groupby(["stage", "optimizer"]):
+        sigma = float(stage.removeprefix("sigma="))
+        frame = pd.concat([measures.evals(study.metrics_of(r), "train/suboptimality").set_index("step").value
+                           for r in sel.run_id], axis=1)
+        curves, steps = frame.to_numpy(float).T, frame.index.to_numpy()
+        boot = [first_at(curves[rng.integers(0, len(curves), len(curves))], steps, goal)
+                for _ in range(resamples)]
+        rows.setdefault(sigma, {"sigma": sigma})[opt] = {
+            "steps": first_at(curves, steps, goal), "low": float(np.percentile(boot, 2.5)),
+            "high": float(np.percentile(boot, 97.5)), "seeds": len(sel),
+            "every": int(steps[1] - steps[0]) if len(steps) > 1 else 1}
+    return {"settings": data["settings"], "rows": [rows[s] for s in sorted(rows)
+                                                   if all(m in rows[s] for m in METHODS)]}
+
+
+def agreement(data: dict, seen: dict) -> tuple[int, int]:
+    """How many predicted steps (noise level x method, where measured) lie within the measured interval
+    widened by the evaluation spacing, of how many."""
+    pred = {r["sigma"]: r for r in data["rows"]}
+    inside = total = 0
+    for row in seen["rows"]:
+        for m in METHODS:
+            p, r = pred[row["sigma"]][m]["steps"], row[m]
+            total += 1
+            inside += (not math.isfinite(p) and not math.isfinite(r["steps"])) or (
+                r["low"] - r["every"] <= p <= r["high"] + r["every"])
+    return inside, total

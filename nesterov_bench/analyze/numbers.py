@@ -11,7 +11,7 @@ import math
 from .. import theory
 from . import quadratic
 from .claims import Claim
-from .noisy import speedup, vanishing_sigma
+from .noisy import agreement, speedup, vanishing_sigma
 from .study import OPT_LABEL, TASK_ORDER, Study
 from .tables import completed, decay_label, effect_text, interval, lr_text, tex, unit, value
 
@@ -138,11 +138,20 @@ def latex(num: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def noisy_numbers(data: dict) -> dict[str, str]:
-    """The noisy quadratic's headline: the speed-up over GD without noise, and where it vanishes."""
+def noisy_numbers(data: dict, seen: dict | None = None) -> dict[str, str]:
+    """The noisy quadratic's headline: the speed-up over GD without noise, and where it vanishes, in
+    closed form and (``seen``, where the levels were run) measured."""
     rows = {r["sigma"]: r for r in data["rows"]}
     vanish = vanishing_sigma(data)
-    return {"noisyq/speedup_gd_0": f"{speedup(rows[0.0], 'gd'):.2f}" if 0.0 in rows else "--",
-            "noisyq/speedup_hb_0": f"{speedup(rows[0.0], 'momentum'):.2f}" if 0.0 in rows else "--",
-            "noisyq/vanish_sigma": f"{vanish:g}" if math.isfinite(vanish) else "none of the levels",
-            "noisyq/vanish_bar": f"{data['settings']['vanish']:g}"}
+    num = {"noisyq/speedup_gd_0": f"{speedup(rows[0.0], 'gd'):.2f}" if 0.0 in rows else "--",
+           "noisyq/speedup_hb_0": f"{speedup(rows[0.0], 'momentum'):.2f}" if 0.0 in rows else "--",
+           "noisyq/vanish_sigma": f"{vanish:g}" if math.isfinite(vanish) else "none of the levels",
+           "noisyq/vanish_bar": f"{data['settings']['vanish']:g}"}
+    if seen and len(seen["rows"]) == len(data["rows"]):
+        measured_vanish = vanishing_sigma(seen)
+        num["noisyq/measured_vanish_sigma"] = (f"{measured_vanish:g}" if math.isfinite(measured_vanish)
+                                               else "none of the levels")
+        num["noisyq/measured_seeds"] = str(seen["rows"][0]["gd"]["seeds"])
+        inside, total = agreement(data, seen)
+        num["noisyq/agree"] = f"{inside} of {total}"
+    return num

@@ -560,22 +560,35 @@ def schedule_table(study: Study) -> Table | None:
     return t
 
 
-def noisy_table(data: dict) -> Table:
-    """The noisy quadratic in closed form (analyze/noisy.py): steps to the target per noise level."""
+def noisy_table(data: dict, seen: dict | None = None) -> Table:
+    """The noisy quadratic in closed form (analyze/noisy.py): steps to the target per noise level, and
+    beside them (``seen``: ``noisy.measured``) the steps of the measured mean over seeds, where run."""
     c = data["settings"]
+    got = {r["sigma"]: r for r in (seen or {}).get("rows", [])}
+    some = next(iter(got.values()), None)
+    how = (f" Predicted / measured: the first evaluation (every {some['gd']['every']} steps) at which the "
+           f"mean over {some['gd']['seeds']} seeds of runs at the same points reaches it "
+           "(experiment=noisy_quadratic), with a 95% bootstrap interval over seeds." if some else "")
     t = Table("noisy_quadratic", f"Does acceleration survive gradient noise? Exact expected steps for "
                                  f"E[f - f*] to fall to {c['target']:g} of its start on a quadratic (kappa = "
                                  f"{c['kappa']:g}, d = {c['dim']}) with additive gradient noise of "
                                  "covariance sigma^2 H, each method at the best point of its joint tuning "
-                                 "space (lr; momentum); -- : not within " + str(c["max_steps"]) + " steps.",
+                                 f"space (lr; momentum); -- : not within {c['max_steps']} steps.{how}",
               ["sigma", *[OPT_LABEL[m] for m in METHODS], "speed-up vs GD", "vs heavy ball"], align="r" * 6)
     for row in data["rows"]:
         cells = [f"{row['sigma']:g}"]
+        run = got.get(row["sigma"])
         for m in METHODS:
             r = row[m]
             hp = f"{r['lr']:g}" + (f"; {r['momentum']:g}" if m != "gd" else "")
-            cells.append(f"{r['steps']:.0f} ({hp})" if math.isfinite(r["steps"]) else "--")
-        ups = (speedup(row, "gd"), speedup(row, "momentum"))
-        cells += [f"{x:.2f}" if math.isfinite(x) else "--" for x in ups]
+            steps = f"{r['steps']:.0f}" if math.isfinite(r["steps"]) else "--"
+            if run:
+                r_ = run[m]
+                steps += " / " + (f"{r_['steps']:.0f} [{r_['low']:.0f}, {r_['high']:.0f}]"
+                                  if math.isfinite(r_["steps"]) else "--")
+            cells.append(f"{steps} ({hp})")
+        for base in ("gd", "momentum"):
+            ups = [speedup(row, base), *([speedup(run, base)] if run else [])]
+            cells.append(" / ".join(f"{x:.2f}" if math.isfinite(x) else "--" for x in ups))
         t.rows.append(cells)
     return t

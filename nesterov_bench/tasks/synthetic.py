@@ -60,7 +60,9 @@ class Quadratic(Task):
     fixed by ``data_seed``), so the Hessian H = M^T M / n = V diag(lambda) V^T has eigenvalues lambda
     spread over [mu, L], L = kappa mu, both ends included. y = M x_true + noise. The minimiser x* is the
     least-squares solution, and since grad f(x*) = 0, f(x) - f* = 1/2 (x - x*)^T H (x - x*) exactly:
-    that is how ``suboptimality`` is computed (no cancellation of two large numbers).
+    that is how ``suboptimality`` is computed (no cancellation of two large numbers). A run starts at
+    x0 ~ N(0, init_std^2 I) from its seed; ``optimum=zero`` puts x* at 0 (the noisy quadratic model:
+    then x0 - x* is isotropic, whatever the problem's eigenvectors).
     """
 
     name = "quadratic"
@@ -76,10 +78,13 @@ class Quadratic(Task):
         "dtype": str,
         "grad_noise": (float, int, type(None)),
         "grad_noise_cov": (str, type(None)),
+        "optimum": (str, type(None)),
+        "init_std": (float, int, type(None)),
     }
 
     def __init__(self, cfg: Mapping[str, Any]):
-        super().__init__({"grad_noise": None, "grad_noise_cov": None, **cfg})  # (runs made before them)
+        super().__init__({"grad_noise": None, "grad_noise_cov": None, "optimum": None, "init_std": None,
+                          **cfg})  # (runs made before them)
         c = self.cfg
         if c["dim"] < 1 or c["rows"] < c["dim"]:
             raise ConfigError(f"task.rows must be >= task.dim >= 1, got rows={c['rows']}, dim={c['dim']}")
@@ -95,6 +100,10 @@ class Quadratic(Task):
             raise ConfigError(f"task.grad_noise must be a number >= 0 or null, got {c['grad_noise']}")
         if c.get("grad_noise_cov") not in (None, "hessian", "identity"):
             raise ConfigError(f"task.grad_noise_cov must be hessian or identity, got {c['grad_noise_cov']!r}")
+        if c.get("optimum") not in (None, "zero"):
+            raise ConfigError(f"task.optimum must be zero or null (drawn), got {c['optimum']!r}")
+        if c.get("init_std") is not None and not (c["init_std"] > 0 and math.isfinite(c["init_std"])):
+            raise ConfigError(f"task.init_std must be a number > 0 or null, got {c['init_std']}")
         self.dtype = getattr(torch, c["dtype"])
         self.mu = float(c["mu"])
         self.L = float(c["kappa"]) * self.mu
@@ -113,6 +122,8 @@ class Quadratic(Task):
         lam = self.eigenvalues()
         m = math.sqrt(n) * u @ torch.diag(lam.sqrt()) @ v.T
         x_true = torch.randn(d, generator=g, dtype=torch.float64)
+        if self.cfg.get("optimum") == "zero":  # the noisy quadratic model's x* = 0 (and f* = 0)
+            x_true = torch.zeros(d, dtype=torch.float64)
         y = m @ x_true + self.cfg["noise_std"] * torch.randn(n, generator=g, dtype=torch.float64)
         x_star = torch.linalg.lstsq(m, y).solution
         optimum = Optimum(x_star=x_star.to(device, self.dtype),
@@ -130,7 +141,7 @@ class Quadratic(Task):
     def build_model(self) -> nn.Module:
         model = nn.Linear(self.cfg["dim"], 1, bias=False, dtype=self.dtype)
         with torch.no_grad():  # x0 ~ N(0, I): the seed varies the starting point
-            model.weight.normal_()
+            model.weight.normal_(std=self.cfg.get("init_std") or 1.0)
         return model
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
