@@ -254,7 +254,8 @@ def fit_members(
             step += 1
             running = per_member.detach().clone() if running is None else running.add_(per_member)
             count += 1
-            last = i == steps_per_epoch - 1 or step == total_steps
+            # an epoch's end is a log point, except where every step is an epoch (full batch: log_every)
+            last = (i == steps_per_epoch - 1 and not full_batch) or step == total_steps
             if step % tc.log_every == 0 or last or i + 1 in mid_epoch:
                 means = (running / count).tolist()  # host sync, once per log interval
                 elapsed = watch.stop()

@@ -175,3 +175,14 @@ def test_eval_test_last_scores_the_test_split_once_at_the_end(tmp_path, when):
 def test_eval_test_refuses_other_values(tmp_path):
     with pytest.raises(ConfigError, match="train.eval_test must be every, last or null"):
         train(tmp_path, "task=linreg", "train.eval_test=sometimes")
+
+
+def test_a_full_batch_run_logs_every_log_every_steps_not_every_step(tmp_path):
+    """Full batch, every step is an epoch: the training loss is logged every train.log_every steps (each
+    the mean over its interval) and at the last, not at every epoch's end."""
+    record = train(tmp_path, "task=quadratic", "optimizer=gd", "optimizer.lr=0.01", "train.epochs=25",
+                   "train.log_every=10", "train.eval_every=5")
+    rows = pd.read_parquet(f"{record['run_dir']}/metrics.parquet")
+    logged = rows[rows.metric == "batch_loss"].step.tolist()
+    assert logged == [10, 20, 25]
+    assert sorted(rows[rows.metric == "suboptimality"].step.unique()) == [0, 5, 10, 15, 20, 25]

@@ -107,8 +107,8 @@ def measured(study, data: dict, resamples: int = 999) -> dict:
         boot = [first_at(curves[rng.integers(0, len(curves), len(curves))], steps, goal)
                 for _ in range(resamples)]
         rows.setdefault(sigma, {"sigma": sigma})[opt] = {
-            "steps": first_at(curves, steps, goal), "low": float(np.percentile(boot, 2.5)),
-            "high": float(np.percentile(boot, 97.5)), "seeds": len(sel),
+            "steps": first_at(curves, steps, goal), "low": float(np.percentile(boot, 2.5, method="lower")),
+            "high": float(np.percentile(boot, 97.5, method="higher")), "seeds": len(sel),  # (inf: never)
             "every": int(steps[1] - steps[0]) if len(steps) > 1 else 1}
     return {"settings": data["settings"], "rows": [rows[s] for s in sorted(rows)
                                                    if all(m in rows[s] for m in METHODS)]}

@@ -584,8 +584,8 @@ def noisy_table(data: dict, seen: dict | None = None) -> Table:
             steps = f"{r['steps']:.0f}" if math.isfinite(r["steps"]) else "--"
             if run:
                 r_ = run[m]
-                steps += " / " + (f"{r_['steps']:.0f} [{r_['low']:.0f}, {r_['high']:.0f}]"
-                                  if math.isfinite(r_["steps"]) else "--")
+                bounds = ", ".join(f"{b:.0f}" if math.isfinite(b) else "--" for b in (r_["low"], r_["high"]))
+                steps += " / " + (f"{r_['steps']:.0f} [{bounds}]" if math.isfinite(r_["steps"]) else "--")
             cells.append(f"{steps} ({hp})")
         for base in ("gd", "momentum"):
             ups = [speedup(row, base), *([speedup(run, base)] if run else [])]
