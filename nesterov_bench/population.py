@@ -7,10 +7,10 @@ what its own run would: its own initialisation (its seed's draw), its own batch 
 hyperparameters, through the one training loop (``loop.fit_members``).
 
 Members of one seed draw the same batches, so the loop draws and gathers each batch once per group of
-them (S groups of P members, K = S P). Models made of ``DENSE`` layers (the linear models and MLPs) then
-run their first layer as one matrix product per group: its P members' weights stacked against their
-shared batch, one product instead of P small ones. Other models (the CNNs)
-run all K forward and backward passes as one ``torch.func.vmap`` of ``torch.func.functional_call``.
+them (S groups of P members, K = S P). Models made of ``DENSE`` layers (the linear models and MLPs) run
+layer by layer as batched matrix products, the first one per group: its P members' weights stacked
+against their shared batch, one product instead of P small ones. Other models (the CNNs) run all K
+forward and backward passes as one ``torch.func.vmap`` of ``torch.func.functional_call``.
 
 The numbers equal the one-at-a-time runs' within float tolerance, not bit for bit: a batched
 matrix product may round differently from K separate ones (tests/test_population.py). Vectorizing
