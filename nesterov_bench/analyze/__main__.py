@@ -52,6 +52,8 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
     noisy_q = noisy.results(study.cfg["noisy_quadratic"], results)
     noisy_seen = noisy.measured(study, noisy_q)
     tbls.append(tables.noisy_table(noisy_q, noisy_seen))
+    for t in tbls:  # a CPU profile's smaller models and data, said in every caption
+        t.caption = f"{t.caption} {study.sizing}".strip()
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

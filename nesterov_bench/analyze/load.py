@@ -32,6 +32,7 @@ def _row(run_dir: Path, rec: dict) -> dict:
         "optimizer": opt["name"], "lr": float(opt["lr"]), "momentum": float(opt.get("momentum", 0.0)),
         "beta1": float(opt["betas"][0]) if "betas" in opt else float("nan"),
         "trial": float("nan") if cfg.get("trial") is None else int(cfg["trial"]),
+        "task_cfg": cfg["task"],  # the task's settings as run (a model's width, a data subset)
         "weight_decay": float(opt.get("weight_decay", 0.0)),
         "epoch_decay": float(cfg["train"].get("epoch_decay", 0.0)), "seed": int(cfg["seed"]),
         "kappa": float(cfg["task"]["kappa"]) if "kappa" in cfg["task"] else float("nan"),

@@ -26,6 +26,7 @@ def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dic
     commits = sorted(set(mine.commit.dropna()))
     num: dict[str, str] = {
         "meta/profile": study.profile,
+        **({"meta/sizing": study.sizing} if study.sizing else {}),
         "meta/final_seeds": str(int(n_final.mode().iloc[0])),
         "meta/runs": str(len(mine)),
         "meta/skipped": str(skipped),

@@ -251,6 +251,24 @@ class Study:
                 if (n := count_parameters(Path(final[final.width == w].path.iloc[0]))) is not None}
 
     @cached_property
+    def sizing(self) -> str:
+        """What the final runs trained at other than the task's full size (a CPU profile's smaller
+        networks and data subsets), one sentence for every table's and figure's caption; "" when none."""
+        parts = []
+        for task in self.tasks:
+            cfg = self.final[self.final.task == task].task_cfg.iloc[0]
+            sized = []
+            if (cfg.get("width") or 1) < 1:
+                sized.append(f"{cfg['width']:g} of DeepOBS's width")
+            if cfg.get("hidden"):
+                sized.append("784-" + "-".join(map(str, cfg["hidden"])) + "-10")
+            if cfg.get("train_size"):
+                sized.append(f"the first {cfg['train_size']:,} training images")
+            if sized:
+                parts.append(f"{task} ({', '.join(sized)})")
+        return f"Sized for a CPU, not DeepOBS's: {'; '.join(parts)}." if parts else ""
+
+    @cached_property
     def tune_points(self) -> pd.DataFrame:
         """The tuning stage per point of each optimizer's space (task, optimizer, lr, momentum, beta1):
         the mean over its seeds of the final validation metric (``value``; nan when a seed diverged or
