@@ -33,7 +33,7 @@ def settings_space(method: str) -> list[tuple[float, float]]:
 
 def compute(cfg: dict) -> dict:
     lam = theory.spectrum(cfg["mu"], cfg["kappa"], cfg["dim"])
-    target = cfg["target"] * 0.5 * float(lam.sum()) * cfg["var0"]
+    goal = target(cfg)
     spaces = {m: settings_space(m) for m in METHODS}
     rows = []
     with np.errstate(all="ignore"):  # the space's diverging points overflow; they never reach the target
@@ -41,7 +41,7 @@ def compute(cfg: dict) -> dict:
             row = {"sigma": sigma}
             for m in METHODS:
                 steps, lr, mu = theory.fastest_under_noise(m, lam, spaces[m], cfg["max_steps"],
-                                                           cfg["var0"], sigma**2 * lam, target)
+                                                           cfg["var0"], sigma**2 * lam, goal)
                 row[m] = {"steps": steps, "lr": lr, "momentum": mu}
             rows.append(row)
     return {"settings": cfg, "rows": rows}
