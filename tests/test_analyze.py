@@ -421,6 +421,7 @@ def test_the_committed_paper_typesets_cleanly(tmp_path):
     assert "Warning--" not in (paper / "main.blg").read_text()
 
 
+@pytest.mark.slow  # analysis, then two LaTeX builds (~18 s): make test-all and CI
 @pytest.mark.skipif(shutil.which("latexmk") is None, reason="no LaTeX here (CI builds it via make paper)")
 def test_paper_builds_and_refuses_an_unknown_number(tmp_path):
     root = make_store(tmp_path / "r", FAST_NESTEROV)

@@ -47,7 +47,7 @@ def metrics(record) -> pd.DataFrame:
 
 @pytest.mark.parametrize("task,optimizer", [("linreg", "nesterov"), ("quadratic", "gd"),
                                             ("quadratic", "nesterov"), ("mnist_mlp", "adam"),
-                                            ("mnist_cnn", "nesterov")])
+                                            pytest.param("mnist_cnn", "nesterov", marks=pytest.mark.slow)])
 def test_members_equal_one_at_a_time_runs(tmp_path, task, optimizer):
     extra = [f"task={task}", f"optimizer={optimizer}", *BUDGET[task]]
     together = vectorized(tmp_path / "v", *extra, f"members.seeds={SEEDS}",
