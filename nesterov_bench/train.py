@@ -43,6 +43,8 @@ from .tasks import Data, Task
 from .tracking import Mirror
 
 log = logging.getLogger("nesterov_bench")
+#: What the runs of one ``run_all`` share (their data is loaded once): they differ in seed and optimizer.
+SHARED = ("task", "train", "data", "device")
 
 
 def derived_seed(seed: int, purpose: int) -> int:
@@ -79,6 +81,11 @@ def run_all(settings: list[Settings], *, vectorized: bool = False) -> list[dict]
     else one after another, each holding its directory's lock only while it trains.
     """
     first = settings[0]
+    differ = [k for s in settings[1:] for key in SHARED
+              for k in store.differences(first.cfg[key], s.cfg[key], f"{key}.")]
+    if differ:  # the data is loaded once, from the first run's settings: never silently for the others
+        raise ConfigError(f"runs trained together must share their {', '.join(SHARED)} settings; "
+                          f"these differ: {', '.join(sorted(set(differ)))}")
     configure_torch(first)
     records: list[dict | None] = [None] * len(settings)
     todo = []

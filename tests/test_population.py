@@ -280,3 +280,16 @@ def test_each_member_sees_its_groups_batch(task, dense):
     for k in range(6):
         want = torch.func.functional_call(models[k], expected_params[k], (x[k // 3],))
         torch.testing.assert_close(out[k], want, rtol=1e-5, atol=1e-5)
+
+
+def test_runs_trained_together_must_share_their_task_budget_and_data(tmp_path):
+    """run_all loads the data once, from the first run's settings: members whose task (or budget, data,
+    device) differ are refused in one line, before anything is written, never trained on the first's."""
+    from nesterov_bench.config import resolve
+    from nesterov_bench.train import run_all
+
+    base = overrides(tmp_path, "task=quadratic", "train.epochs=2")
+    a, b = (resolve(compose_config([*base, f"task.data_seed={d}", f"seed={d}"])) for d in (0, 1))
+    with pytest.raises(ConfigError, match=r"must share their task, .*these differ: task.data_seed"):
+        run_all([a, b], vectorized=True)
+    assert not (tmp_path / "runs").exists()
