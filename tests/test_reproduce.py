@@ -224,6 +224,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
 
 # --- README ----------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # composes every stage of four profiles (~10 s): make test-all and CI
 def test_readme_states_each_profiles_run_count():
     """The profiles table's run counts are the plan's (what `reproduce --dry-run` prints)."""
     readme = (REPO / "README.md").read_text()
