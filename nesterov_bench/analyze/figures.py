@@ -19,7 +19,7 @@ from .. import theory  # noqa: E402
 from . import measures, quadratic, speed  # noqa: E402
 from .stats import LEVEL  # noqa: E402
 from .stats import summarize as summarize_values  # noqa: E402
-from .study import OPT_LABEL, OPT_ORDER, Study  # noqa: E402
+from .study import AXIS_SYMBOL, OPT_LABEL, OPT_ORDER, SECOND_AXIS, Study  # noqa: E402
 from .tables import target_text, unit  # noqa: E402
 
 COLORS = dict(zip(OPT_ORDER, sns.color_palette("colorblind", len(OPT_ORDER)), strict=True))
@@ -118,11 +118,6 @@ def curves(study: Study, out: Path) -> list[Path]:
     return save(fig, out, "curves")
 
 
-def second_axis(opt: str) -> str | None:
-    """The tuning space's other axis beside the learning rate: momentum or Adam's beta1 (GD: none)."""
-    return {"momentum": "momentum", "nesterov": "momentum", "adam": "beta1"}.get(opt)
-
-
 def sensitivity(study: Study, out: Path) -> list[Path]:
     """Final validation metric against the learning rate, tuning stage: at each rate the best point over
     the space's other axis (momentum, beta1), each point the mean over its seeds; x = every point at the
@@ -141,7 +136,7 @@ def sensitivity(study: Study, out: Path) -> list[Path]:
             ax.plot(ok.lr, ok.value * scale, "o-", color=COLORS[opt], ms=3, lw=1, label=OPT_LABEL[opt])
             chosen = study.chosen(task, opt)
             if chosen is not None:
-                axis = second_axis(opt) or "momentum"
+                axis = SECOND_AXIS.get(opt, "momentum")
                 hit = sel[np.isclose(sel.lr, chosen["lr"]) & np.isclose(sel[axis].fillna(0.0),
                                                                         chosen.get(axis, 0.0))]
                 ax.plot(hit.lr, hit.value * scale, "o", mfc="none", mec=COLORS[opt], ms=9, mew=1.5)
@@ -200,7 +195,7 @@ def maps(study: Study, out: Path) -> list[Path]:
         for j, opt in enumerate(opts):
             ax = axes[i, j]
             sel = here[here.optimizer == opt]
-            axis = second_axis(opt)
+            axis = SECOND_AXIS.get(opt)
             if sel.empty or not math.isfinite(best):
                 ax.set_visible(False)
                 continue
@@ -231,7 +226,7 @@ def maps(study: Study, out: Path) -> list[Path]:
             if i == len(tasks) - 1:
                 ax.set_xlabel("learning rate", fontsize=8)
             if axis:
-                ax.set_ylabel({"momentum": "μ", "beta1": "β1"}[axis], fontsize=8)
+                ax.set_ylabel(AXIS_SYMBOL[axis], fontsize=8)
         if mesh is not None:
             label = unit(key) if key.endswith("accuracy") else f"log10 {unit(key)}"
             fig.colorbar(mesh, ax=list(axes[i]), label=label, fraction=0.03, pad=0.01)

@@ -27,6 +27,9 @@ from .outputs import ANALYSIS_CFG, paper_profile
 TASK_ORDER = ["linreg", "quadratic", "mnist_logreg", "mnist_mlp", "mnist_cnn", "fmnist_cnn", "cifar10_cnn"]
 OPT_ORDER = ["gd", "momentum", "nesterov", "adam"]
 OPT_LABEL = {"gd": "GD", "momentum": "Heavy ball", "nesterov": "Nesterov", "adam": "Adam"}
+#: The tuning space's axis beside the learning rate, per optimizer (GD: none), and its symbol.
+SECOND_AXIS = {"momentum": "momentum", "nesterov": "momentum", "adam": "beta1"}
+AXIS_SYMBOL = {"momentum": "μ", "beta1": "β1"}
 
 
 def analysis_config(path: Path = ANALYSIS_CFG) -> dict:

@@ -18,7 +18,7 @@ from . import measures, speed, verdicts
 from .claims import Claim, Comparison
 from .noisy import METHODS, speedup
 from .stats import Summary, paired, summarize
-from .study import OPT_LABEL, TASK_ORDER, Study
+from .study import AXIS_SYMBOL, OPT_LABEL, SECOND_AXIS, TASK_ORDER, Study
 
 RAGGED = ">{{\\raggedright\\arraybackslash}}p{{{}}}"  # a paragraph column without justified spacing
 _SCI = re.compile(r"(-?\d+(?:\.\d+)?)e([+-]?)0*(\d+)")
@@ -111,9 +111,8 @@ def lr_text(lr: float) -> str:
 def hp_text(opt: str, point) -> str:
     """A point of an optimizer's tuning space (a run's row, or a selection's choice): its learning rate,
     with heavy ball's and Nesterov's momentum or Adam's beta1."""
-    extra = {"momentum": "μ", "nesterov": "μ", "adam": "β1"}.get(opt)
-    key = "beta1" if opt == "adam" else "momentum"
-    return lr_text(float(point["lr"])) + (f"; {extra} {float(point[key]):g}" if extra else "")
+    axis = SECOND_AXIS.get(opt)
+    return lr_text(float(point["lr"])) + (f"; {AXIS_SYMBOL[axis]} {float(point[axis]):g}" if axis else "")
 
 
 # --- the tables ------------------------------------------------------------------------------------
