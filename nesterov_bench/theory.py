@@ -92,7 +92,13 @@ def fastest_under_noise(method: str, eigenvalues, settings: list[tuple[float, fl
     """The fewest steps any of ``settings`` ((lr, momentum) pairs, tried together) needs for the exact
     expected suboptimality (``expected_suboptimality``, from x_0 - x* of mean 0 and variance ``var0``) to
     reach ``target``; (steps, lr, momentum) of the fastest, steps = inf when none does in ``max_steps``."""
-    losses = _expected_losses(method, eigenvalues, settings, 0.0, var0, noise_var)
+    return fastest(_expected_losses(method, eigenvalues, settings, 0.0, var0, noise_var), settings, max_steps,
+                   target)
+
+
+def fastest(losses, settings: list[tuple[float, float]], max_steps: int, target: float) -> tuple[float, float, float]:
+    """(steps, lr, momentum) of the setting whose loss in ``losses`` (a generator of every setting's
+    expected loss at k = 0, 1, ...) first reaches ``target``; steps = inf when none does in ``max_steps``."""
     next(losses)  # k = 0
     steps = np.full(len(settings), np.inf)
     for k in range(1, max_steps + 1):
@@ -118,6 +124,77 @@ def _expected_losses(method: str, eigenvalues, settings: list[tuple[float, float
     while True:
         yield 0.5 * s[..., 0, 0] @ lam
         s = np.einsum("cdij,cdjk,cdlk->cdil", a, s, a) + bb
+
+
+def step_coefficients(method: str, lr: float, momentum: float = 0.0) -> tuple[float, float]:
+    """(alpha, beta) of ``e' = e - alpha g - beta b`` with the buffer ``b' = momentum b + g`` (PyTorch's
+    forms; GD has no buffer): heavy ball (lr, lr mu), Nesterov (lr (1 + mu), lr mu^2), GD (lr, 0)."""
+    if method == "gd":
+        return lr, 0.0
+    if method == "momentum":
+        return lr, lr * momentum
+    if method == "nesterov":
+        return lr * (1 + momentum), lr * momentum**2
+    raise ValueError(f"no linear theory for {method!r}")
+
+
+def minibatch_losses(method: str, rows, residuals, settings: list[tuple[float, float]], batch: int | None,
+                     mean0, var0: float):
+    """Yield the exact E[f(x_k) - f*] of every (lr, momentum) in ``settings`` at k = 0, 1, 2, ... for
+    mini-batch SGD (``method``'s update) on the least-squares problem f(x) = 1/(2n) sum_i (a_i^T x - y_i)^2
+    (``rows``: the n x d matrix of a_i; ``residuals``: r_i = a_i^T x* - y_i at its minimiser x*), each
+    step's batch ``batch`` rows drawn uniformly *with* replacement (None: the full batch, no noise),
+    from x_0 - x* of mean ``mean0`` (d,) and covariance ``var0`` I, buffers at 0.
+
+    The batch gradient is g = H_B e + c_B (e = x - x*, H_B = 1/B sum_j a_j a_j^T, c_B = 1/B sum_j r_j a_j;
+    E[H_B] = H, E[c_B] = 0 since grad f(x*) = 0). Given the state, the batch is fresh, so with
+    S = E[z z^T] of z = (e, b) and m = E[z], the step's moments are exact:
+
+        E[g | z] = H e,      E[g g^T] = (1 - 1/B) H S_ee H + 1/B * 1/n sum_i w_i a_i a_i^T,
+        w_i = E[(a_i^T e + r_i)^2] = a_i^T S_ee a_i + 2 r_i a_i^T m_e + r_i^2
+
+    (the i-th example's expected squared residual). With e' = e - alpha g - beta b, b' = mu b + g
+    (``step_coefficients``) the second moments follow by expanding the products:
+
+        S_bb' = mu^2 S_bb + mu (S_be H + H S_eb) + G
+        S_eb' = mu S_eb + S_ee H - alpha mu H S_eb - alpha G - beta mu S_bb - beta S_be H
+        S_ee' = S_ee - alpha (S_ee H + H S_ee) - beta (S_eb + S_be) + alpha^2 G
+                + alpha beta (H S_eb + S_be H) + beta^2 S_bb
+
+    (G = E[g g^T]), the means m_e' = m_e - alpha H m_e - beta m_b, m_b' = mu m_b + H m_e, and
+    E[f - f*] = 1/2 tr(H S_ee). Costs O(n d^2) per step and setting. Sampling without replacement
+    (a permutation per epoch) would correlate a step's batch with the past, and this is not exact for it.
+    """
+    a = np.asarray(rows, dtype=float)
+    r = np.asarray(residuals, dtype=float)
+    n, d = a.shape
+    h = a.T @ a / n
+    coef = np.array([step_coefficients(method, lr, mu) for lr, mu in settings])  # (C, 2)
+    alpha, beta = coef[:, 0, None, None], coef[:, 1, None, None]
+    mu = np.array([mu for _, mu in settings])[:, None, None]
+    c = len(settings)
+    me = np.broadcast_to(np.asarray(mean0, dtype=float), (c, d)).copy()
+    mb = np.zeros((c, d))
+    see = np.broadcast_to(var0 * np.eye(d) + np.outer(me[0], me[0]), (c, d, d)).copy()
+    seb, sbb = np.zeros((c, d, d)), np.zeros((c, d, d))
+    inv = 0.0 if batch is None else 1.0 / batch
+    while True:
+        yield 0.5 * np.einsum("ij,cji->c", h, see)
+        if inv:
+            w = np.sum((a @ see) * a, axis=-1) + 2 * r * (me @ a.T) + r**2  # (C, n)
+            g = (1 - inv) * h @ see @ h + inv * (a.T * w[:, None, :]) @ a / n
+        else:
+            g = h @ see @ h
+        hse, sbe = h @ seb, np.swapaxes(seb, 1, 2)
+        see, seb, sbb = (
+            see - alpha * (see @ h + h @ see) - beta * (seb + sbe) + alpha**2 * g
+            + alpha * beta * (hse + sbe @ h) + beta**2 * sbb,
+            mu * seb + see @ h - alpha * mu * hse - alpha * g - beta * mu * sbb - beta * sbe @ h,
+            mu**2 * sbb + mu * (sbe @ h + hse) + g,
+        )
+        me, mb = me - alpha[..., 0] * me @ h - beta[..., 0] * mb, mu[..., 0] * mb + me @ h
+        # the blocks' update is A S A^T only on symmetric S_ee, S_bb; rounding's antisymmetric part would grow
+        see, sbb = 0.5 * (see + np.swapaxes(see, 1, 2)), 0.5 * (sbb + np.swapaxes(sbb, 1, 2))
 
 
 def spectrum(mu: float, kappa: float, dim: int, kind: str = "linear") -> np.ndarray:
