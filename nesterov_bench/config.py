@@ -4,7 +4,7 @@
 errors become one-line ``ConfigError``s that say what to change); ``resolve(cfg)`` validates a
 composed config into ``Settings`` -- everything a run needs, nothing touched on disk. The resolvers
 (``${tuned_trial:}``, ``${tuned_value:}``, ``${classic:}``, ``${scaled_lr:}``, ``${stability_lrs:}``,
-``${noisy_setting:}``) are registered by ``register_resolvers``, which ``compose`` and the command line
+``${noisy_setting:}``, ...) are registered by ``register_resolvers``, which ``compose`` and the command line
 call: importing a module registers nothing.
 """
 
@@ -271,16 +271,41 @@ def noisy_setting(sigma, method: str, key: str) -> float:
     """``${noisy_setting:sigma,method,key}``: the lr or momentum at which ``method`` reaches the noisy
     quadratic's target fastest at gradient noise ``sigma``, from the exact recursion
     (``results/theory/noisy_quadratic.json``, what ``python -m nesterov_bench.analyze`` computes)."""
-    path = CONF_DIR.parent / "results" / "theory" / "noisy_quadratic.json"
+    return _theory_setting("noisy_quadratic", "sigma", lambda v: math.isclose(float(v), float(sigma)), method,
+                           key, f"sigma={sigma}", "python -m nesterov_bench.analyze")
+
+
+def batch_setting(batch, method: str, key: str) -> float:
+    """``${batch_setting:batch,method,key}``: the lr or momentum at which ``method`` reaches the mini-batch
+    quadratic's target fastest at batch size ``batch`` (or full), from the exact recursion
+    (``results/theory/minibatch_quadratic.json``, what ``python -m nesterov_bench.minibatch`` computes)."""
+    return _theory_setting("minibatch_quadratic", "batch", lambda v: str(v) == str(batch), method, key,
+                           f"batch={batch}", "python -m nesterov_bench.minibatch")
+
+
+def _theory_setting(name: str, level: str, match, method: str, key: str, what: str, command: str) -> float:
+    """``key`` of ``method`` in the row of ``results/theory/<name>.json`` whose ``level`` ``match``-es."""
+    path = CONF_DIR.parent / "results" / "theory" / f"{name}.json"
     try:
         rows = json.loads(path.read_text())["rows"]
-        row = next(r for r in rows if math.isclose(float(r["sigma"]), float(sigma)))
+        row = next(r for r in rows if match(r[level]))
         return float(row[method][key])
     except (OSError, ValueError, KeyError):
-        raise ConfigError(f"{path} is missing or unreadable; run python -m nesterov_bench.analyze") from None
+        raise ConfigError(f"{path} is missing or unreadable; run {command}") from None
     except StopIteration:
-        raise ConfigError(f"{path} has no row for sigma={sigma} (conf/analysis.yaml noisy_quadratic.sigmas)"
-                          ) from None
+        raise ConfigError(f"{path} has no row for {what} (conf/analysis.yaml {name})") from None
+
+
+def eval_spacing(steps, rows, batch, key: str) -> int:
+    """``${eval_spacing:steps,rows,batch,key}``: ``train.eval_every`` or ``train.evals_per_epoch`` (``key``)
+    that evaluate every ``steps`` optimizer steps when an epoch of ``rows`` examples takes ceil(rows /
+    batch) steps (one at batch full): runs of several batch sizes evaluated at the same steps."""
+    per_epoch = 1 if batch == "full" else math.ceil(int(rows) / int(batch))
+    steps = int(steps)
+    if (per_epoch % steps if per_epoch >= steps else steps % per_epoch) != 0:
+        raise ConfigError(f"cannot evaluate every {steps} steps at batch {batch} ({per_epoch} steps an epoch)")
+    every, per = (1, per_epoch // steps) if per_epoch >= steps else (steps // per_epoch, 1)
+    return {"eval_every": every, "evals_per_epoch": per}[key]
 
 
 def stability_lrs(mu, kappa) -> list[float]:
@@ -300,6 +325,7 @@ def register_resolvers() -> None:
     """Register the config's resolvers with OmegaConf (idempotent)."""
     for name, fn in (("tuned_trial", tuned_trial), ("tuned_value", tuned_value), ("classic", theory.classic),
                      ("stability_lrs", stability_lrs), ("scaled_lr", _scaled_lr),
-                     ("noisy_setting", noisy_setting)):
+                     ("noisy_setting", noisy_setting), ("batch_setting", batch_setting),
+                     ("eval_spacing", eval_spacing)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

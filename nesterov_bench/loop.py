@@ -227,8 +227,10 @@ def fit_members(
         watch.start()
         perm = None
         if not full_batch:
-            # The permutations are drawn on the CPU so the batch order does not depend on the device.
-            perms = [torch.randperm(n, generator=g) for g in draws]
+            # The batches are drawn on the CPU so their order does not depend on the device: a permutation
+            # per epoch, or (sampling=replacement) each step's bs examples independently and uniformly.
+            perms = [torch.randint(n, (steps_per_epoch * bs,), generator=g) if tc.sampling == "replacement"
+                     else torch.randperm(n, generator=g) for g in draws]
             for k in range(k_members):  # the rest of a group: left where their own draws would leave them
                 if k % per_draw:
                     batch_generators[k].set_state(draws[k // per_draw].get_state())

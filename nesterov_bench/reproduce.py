@@ -37,7 +37,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from . import CONF_DIR, store
+from . import CONF_DIR, minibatch, store
 from .analyze.outputs import destinations, typeset
 from .config import compose, resolve_device, sweeper_params, swept_values
 from .data import missing
@@ -49,7 +49,8 @@ DEFAULT_PROFILE = "quick"  # a 2-core CPU in under an hour; paper in hours; full
 
 # The articles' own recipes run at their own budgets, except in the smoke profile.
 RECIPES = ("seed000_linreg", "seed002_mnist", "seed002_as_written", "quadratic_theory", "noise_floor",
-           "noisy_quadratic", "schedule_forms", "schedule_forms_quadratic", "stability_map")
+           "noisy_quadratic", "minibatch_quadratic", "schedule_forms", "schedule_forms_quadratic",
+           "stability_map")
 # The width sweep (claim v): the main study's tune -> select -> final once per width of mnist_mlp, each
 # width its own study <profile>-width<W> (conf/experiment/width_tune.yaml, width_final.yaml).
 WIDTH_STAGES = ("width_tune", "width_select", "width_final")
@@ -137,7 +138,7 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
             st.runs, st.stage_dir = sweep_size(base, cfg, params)
             st.modules = by_vectorizing(cfg, params)
             st.base = base
-            if st.name.startswith(("quadratic_theory", "noise_floor", "noisy", "schedule_forms",
+            if st.name.startswith(("quadratic_theory", "noise_floor", "noisy", "minibatch", "schedule_forms",
                                    "stability")):
                 # their stage (kappa=, batch=, sigma=, the schedule) is swept
                 st.stage_dir, st.depth = st.stage_dir.parent, 4
@@ -261,6 +262,7 @@ def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
     logs = Path(args.results) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    minibatch.ensure()  # the points ${batch_setting:} reads (committed: recomputed only for new settings)
     _run_stages(args, stages, logs)
     try:
         pdf = "no PDF (--no-pdf)" if args.no_pdf else typeset(dest, logs / f"{args.profile}-pdf.log")

@@ -27,6 +27,7 @@ class TrainConfig:
     lr_schedule: dict | None = None  # None = constant (schedules.py)
     momentum_schedule: dict | None = None  # None = constant
     eval_test: str | None = None  # None = "every": test split at every evaluation; "last": at the last only
+    sampling: str | None = None  # None = "permutation" (each epoch a shuffle); "replacement": iid draws
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -53,10 +54,13 @@ class TrainConfig:
             raise ConfigError(f"train.epoch_decay must be a number, got {decay!r}")
         if d.get("eval_test") not in (None, "every", "last"):
             raise ConfigError(f"train.eval_test must be every, last or null, got {d['eval_test']!r}")
+        if d.get("sampling") not in (None, "permutation", "replacement"):
+            raise ConfigError(f"train.sampling must be permutation, replacement or null, got {d['sampling']!r}")
         return cls(d["epochs"], bs, d["log_every"], d["eval_every"], d.get("eval_train_size"),
                    d["eval_batch_size"], d.get("max_steps"), float(decay), d.get("evals_per_epoch", 1),
                    check("lr_schedule", d.get("lr_schedule"), LR),
-                   check("momentum_schedule", d.get("momentum_schedule"), MOMENTUM), d.get("eval_test"))
+                   check("momentum_schedule", d.get("momentum_schedule"), MOMENTUM), d.get("eval_test"),
+                   d.get("sampling"))
 
     def check_against(self, n_train: int) -> None:
         """Refuse a batch larger than the training split (it would silently become full batch)."""

@@ -89,12 +89,12 @@ def test_fastest_under_noise_finds_the_one_step_setting_and_reports_the_unreacha
 
 
 def test_the_speedup_vanishes_where_the_table_says():
-    from nesterov_bench.analyze.noisy import vanishing_sigma
+    from nesterov_bench.analyze.noisy import vanishing
     row = lambda s, gd, n: {"sigma": s, "gd": {"steps": gd}, "nesterov": {"steps": n}}  # noqa: E731
     data = {"settings": {"vanish": 1.1}, "rows": [row(0, 100, 40), row(0.1, 100, 80), row(0.2, 100, 95)]}
-    assert vanishing_sigma(data) == 0.2
+    assert vanishing(data) == 0.2
     data["rows"][1] = row(0.1, float("inf"), float("inf"))  # neither reaches the target: no speed-up
-    assert vanishing_sigma(data) == 0.1
+    assert vanishing(data) == 0.1
 
 
 def test_the_measured_experiment_runs_the_levels_and_points_of_the_closed_form():
@@ -133,3 +133,125 @@ def test_measured_steps_are_the_mean_curves_first_arrival():
                       "momentum": {"steps": 100.0, "low": 90.0, "high": 110.0, "every": 5},
                       "nesterov": {"steps": 60.0, "low": 50.0, "high": 70.0, "every": 5}}]}
     assert agreement(data, seen) == (2, 3)  # 100 within [80, 95] widened by 5; not within [50, 70] + 5
+
+
+@pytest.mark.parametrize(("method", "lr", "momentum"), [("gd", 0.3, 0.0), ("momentum", 0.2, 0.6),
+                                                        ("nesterov", 0.25, 0.7)])
+@pytest.mark.parametrize("batch", [1, 2, None])
+def test_minibatch_recursion_equals_the_expectation_over_every_batch_sequence(method, lr, momentum, batch):
+    """theory.minibatch_losses against the exact expectation: every sequence of batches drawn with
+    replacement (n^B per step, equally likely) stepped through torch.optim.SGD, from starting points
+    whose mean and covariance are the recursion's (m +- sqrt(d var0) u_j: covariance var0 I), on a least-
+    squares problem with residuals at its minimiser (so the noise does not vanish there)."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    n, d, steps, var0 = 3, 2, 3, 0.7
+    a, y = rng.normal(size=(n, d)), rng.normal(size=n)
+    x_star = np.linalg.lstsq(a, y, rcond=None)[0]
+    h, mean0 = a.T @ a / n, rng.normal(size=d)
+    starts = [x_star + mean0 + sign * math.sqrt(d * var0) * np.eye(d)[j] for j in range(d) for sign in (1, -1)]
+    draws = [None] if batch is None else list(itertools.product(range(n), repeat=batch))
+    expected = np.zeros(steps + 1)
+    for x0 in starts:
+        for path in itertools.product(draws, repeat=steps):
+            x = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
+            opt = torch.optim.SGD([x], lr=lr, momentum=momentum, nesterov=method == "nesterov")
+            losses = []
+            for rows in (*path, None):
+                e = x.detach().numpy() - x_star
+                losses.append(0.5 * e @ h @ e)
+                if len(losses) > steps:
+                    break
+                idx = list(range(n)) if rows is None else list(rows)
+                x.grad = torch.tensor(a[idx].T @ (a[idx] @ x.detach().numpy() - y[idx]) / len(idx))
+                opt.step()
+            expected += np.array(losses) / (len(starts) * len(draws) ** steps)
+    gen = theory.minibatch_losses(method, a, a @ x_star - y, [(lr, momentum)], batch, mean0, var0)
+    assert np.array([next(gen)[0] for _ in range(steps + 1)]) == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize(("method", "lr", "momentum"), [("nesterov", 0.005, 0.5), ("momentum", 0.012, 0.9)])
+def test_minibatch_noise_slows_and_the_full_batch_is_the_deterministic_rate(method, lr, momentum):
+    """Over 600 steps near the stability limit (lr L = 3 for heavy ball: the rounding of the moments'
+    recursion must not grow), the full batch is the noise-free recursion, and small batches only slow it."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(40, 4)) * np.array([1.0, 3.0, 6.0, 10.0])
+    lam = np.linalg.eigvalsh(a.T @ a / 40)
+    lr = lr * 250 / lam.max()  # lr L = 1.25 (Nesterov), 3 (heavy ball)
+    full = theory.minibatch_losses(method, a, np.zeros(40), [(lr, momentum)], None, np.zeros(4), 1.0)
+    small = theory.minibatch_losses(method, a, np.zeros(40), [(lr / 10, momentum)], 4, np.zeros(4), 1.0)
+    f, s = (np.array([next(g)[0] for _ in range(601)]) for g in (full, small))
+    quiet = theory.expected_suboptimality(method, lam, lr, momentum, 600, np.zeros(4), 1.0, np.zeros(4))
+    assert f == pytest.approx(quiet, rel=1e-6, abs=1e-300)  # the full batch: the noise-free recursion
+    assert f[-1] < 1e-6 * f[0]
+    slow = theory.expected_suboptimality(method, lam, lr / 10, momentum, 600, np.zeros(4), 1.0, np.zeros(4))
+    assert np.all(s[1:] > slow[1:])  # batch noise (interpolating: r = 0) only slows it
+    assert s[-1] < 1e-3 * s[0]  # ... and still converges: at r = 0 the noise vanishes at x*
+
+
+def test_the_minibatch_experiment_runs_the_batches_and_points_of_the_closed_form():
+    """experiment=minibatch_quadratic sweeps conf/analysis.yaml's batch sizes on its problem, each method at
+    the point the recursion chose for that batch (the committed results/theory/minibatch_quadratic.json),
+    batches drawn with replacement and every run evaluated at the same steps."""
+    from omegaconf import OmegaConf
+
+    from nesterov_bench import CONF_DIR
+    from nesterov_bench.config import swept_values
+    from nesterov_bench.errors import ConfigError
+
+    declared = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "analysis.yaml").minibatch_quadratic)
+    cfg = compose(["experiment=minibatch_quadratic"])
+    assert swept_values("train.batch_size", str(cfg.sweep.minibatch_batches)) == [str(b) for b in declared["batches"]]
+    for key in ("dim", "rows", "kappa", "mu", "noise_std", "data_seed"):
+        assert cfg.task[key] == declared[key]
+    assert cfg.task.init_std**2 == pytest.approx(declared["var0"]) and cfg.train.max_steps == declared["max_steps"]
+    cached = json.loads((CONF_DIR.parent / "results" / "theory" / "minibatch_quadratic.json").read_text())
+    assert cached["settings"] == declared  # the committed points are the declared settings'
+    for row in cached["rows"]:
+        evals = set()
+        for method in ("gd", "momentum", "nesterov"):
+            s = resolve(compose(["experiment=minibatch_quadratic", f"train.batch_size={row['batch']}",
+                                 f"optimizer={method}"]))
+            assert (s.opt.lr, s.opt.momentum) == (row[method]["lr"], row[method]["momentum"])
+            assert s.cfg["train"]["sampling"] == "replacement" and s.cfg["task"]["optimum"] == "zero"
+            tc = s.cfg["train"]
+            per_epoch = 1 if row["batch"] == "full" else -(-declared["rows"] // row["batch"])
+            evals.add(tc["eval_every"] * per_epoch // tc["evals_per_epoch"])
+        assert evals == {10}  # every 10 steps, whatever the batch
+    with pytest.raises(ConfigError, match="no row for batch=100"):
+        resolve(compose(["experiment=minibatch_quadratic", "train.batch_size=100"]))
+
+
+def test_eval_spacing_refuses_a_batch_whose_epochs_miss_the_spacing():
+    from nesterov_bench.config import eval_spacing
+    from nesterov_bench.errors import ConfigError
+
+    assert (eval_spacing(10, 200, "full", "eval_every"), eval_spacing(10, 200, 5, "evals_per_epoch")) == (10, 4)
+    with pytest.raises(ConfigError, match="cannot evaluate every 10 steps at batch 50"):
+        eval_spacing(10, 200, 50, "eval_every")
+
+
+def test_replacement_sampling_draws_each_batch_independently(tmp_path, monkeypatch):
+    """train.sampling=replacement: batches drawn uniformly with replacement (a batch may repeat an
+    example, an epoch need not cover the split), the same from the same seed; the default is a shuffle."""
+    from nesterov_bench import loop
+
+    def batches(sampling: str, seed: int = 0) -> list[list[int]]:
+        s = resolve(compose(overrides(tmp_path, "task=quadratic", "task.dim=4", "task.rows=12",
+                                      "train.batch_size=4", "train.epochs=30", f"train.sampling={sampling}")))
+        drawn = []
+        real = loop._gather
+        monkeypatch.setattr(loop, "_gather", lambda t, idx: drawn.append(idx.tolist()) or real(t, idx))
+        model = s.task.build_model()
+        loop.fit(s.task, model, torch.optim.SGD(model.parameters(), lr=0.01), s.task.load_data(
+            s.cfg["data"], torch.device("cpu")), s.train, batch_generator=torch.Generator().manual_seed(seed),
+            record=lambda *a: None)
+        return drawn[::2]  # x, then y: the same indices
+
+    perm, repl = batches("permutation"), batches("replacement")
+    assert len(perm) == len(repl) == 90
+    assert all(sorted(sum(perm[e * 3:(e + 1) * 3], [])) == list(range(12)) for e in range(30))  # shuffles
+    assert any(len(set(b)) < 4 for b in repl)  # with replacement, some batch repeats an example
+    assert any(sorted(sum(repl[e * 3:(e + 1) * 3], [])) != list(range(12)) for e in range(30))
+    assert batches("replacement") == repl and batches("replacement", seed=1) != repl

@@ -52,6 +52,9 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
     noisy_q = noisy.results(study.cfg["noisy_quadratic"], results)
     noisy_seen = noisy.measured(study, noisy_q)
     tbls.append(tables.noisy_table(noisy_q, noisy_seen))
+    batch_q = noisy.minibatch_results(study.cfg["minibatch_quadratic"], results)
+    batch_seen = noisy.measured(study, batch_q, "minibatch_quadratic", "batch")
+    tbls.append(tables.minibatch_table(batch_q, batch_seen))
     for t in tbls:  # a CPU profile's smaller models and data, said in every caption
         t.caption = f"{t.caption} {study.sizing}".strip()
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -69,7 +72,8 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
                 *figures.forest(claims, figs), *figures.speedup_curve(study, figs),
                 *figures.tunability(study, figs), *figures.width_fig(study, claims, figs)]
         num = {**numbers.collect(study, claims, rates, len(loaded.skipped)),
-               **numbers.stability_numbers(study, grids), **numbers.noisy_numbers(noisy_q, noisy_seen)}
+               **numbers.stability_numbers(study, grids), **numbers.noisy_numbers(noisy_q, noisy_seen),
+               **numbers.noisy_numbers(batch_q, batch_seen, "minibatchq", "batch")}
         (tmp / "numbers.tex").write_text(numbers.latex(num))
         (tmp / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in loaded.skipped))
         _swap(tmp, out)

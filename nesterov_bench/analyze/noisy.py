@@ -20,10 +20,12 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from .. import CONF_DIR, store, theory
+from ..errors import ConfigError
 from . import measures
 
 METHODS = ("gd", "momentum", "nesterov")
 REPO_CACHE = CONF_DIR.parent / "results" / "theory" / "noisy_quadratic.json"
+MINIBATCH = "minibatch_quadratic.json"
 
 
 def settings_space(method: str) -> list[tuple[float, float]]:
@@ -64,15 +66,31 @@ def results(cfg: dict, results_dir: Path) -> dict:
     return out
 
 
+def minibatch_results(cfg: dict, results_dir: Path) -> dict:
+    """The mini-batch quadratic's closed form (nesterov_bench.minibatch, which needs torch to draw the
+    problem's rows): ``<results>/theory/minibatch_quadratic.json`` or the repository's copy, computed
+    for ``cfg``."""
+    for candidate in (Path(results_dir) / "theory" / MINIBATCH, REPO_CACHE.parent / MINIBATCH):
+        try:
+            cached = json.loads(candidate.read_text())
+        except (OSError, ValueError):
+            continue
+        if cached.get("settings") == cfg:
+            return cached
+    raise ConfigError(f"no {MINIBATCH} for conf/analysis.yaml's minibatch_quadratic settings; "
+                      "run python -m nesterov_bench.minibatch")
+
+
 def speedup(row: dict, base: str) -> float:
     a, b = row[base]["steps"], row["nesterov"]["steps"]
     return a / b if math.isfinite(a) and math.isfinite(b) else math.nan
 
 
-def vanishing_sigma(data: dict) -> float:
-    """The smallest sigma at which Nesterov's speed-up over GD falls below ``vanish`` (nan: never)."""
+def vanishing(data: dict, level: str = "sigma") -> float | str:
+    """The first level (noise ``sigma``, or mini-batch ``batch`` from full down) at which Nesterov's
+    speed-up over GD falls below ``vanish`` (nan: never)."""
     bar = data["settings"]["vanish"]
-    return next((r["sigma"] for r in data["rows"] if not speedup(r, "gd") >= bar), math.nan)
+    return next((r[level] for r in data["rows"] if not speedup(r, "gd") >= bar), math.nan)
 
 
 def target(cfg: dict) -> float:
@@ -88,40 +106,56 @@ def first_at(curves: np.ndarray, steps: np.ndarray, goal: float) -> float:
     return float(steps[hit[0]]) if len(hit) else math.inf
 
 
-def measured(study, data: dict, resamples: int = 999) -> dict:
-    """The closed form's rows, measured: per noise level run by the ``noisy_quadratic`` experiment
-    (conf/experiment/noisy_quadratic.yaml: each method at the point ``data`` names), the first evaluated
-    step at which the mean over seeds of the suboptimality is at the target (inf: never), with a 95%
-    percentile-bootstrap interval over seeds (``low``, ``high``; seeded, so the same every time). A
-    mean over few seeds is noisy late in a run: its slowest directions hold a few seeds' draws. Only
-    the levels that were run."""
-    runs = study.part("noisy_quadratic")
-    goal = target(data["settings"])
+def goal(data: dict) -> float:
+    """The target expected suboptimality of a closed form's ``data`` (noisy or mini-batch quadratic)."""
+    return data["goal"] if "goal" in data else target(data["settings"])
+
+
+def measured(study, data: dict, part: str = "noisy_quadratic", level: str = "sigma",
+             resamples: int = 999) -> dict:
+    """The closed form's rows, measured: per level (the stage ``<level>=<value>``) run by the ``part``
+    experiment (conf/experiment/noisy_quadratic.yaml, minibatch_quadratic.yaml: each method at the point
+    ``data`` names), the first evaluated step at which the mean over seeds of the suboptimality is at
+    the target (inf: never), with a 95% percentile-bootstrap interval over seeds (``low``, ``high``;
+    seeded, so the same every time). A mean over few seeds is noisy late in a run: its slowest
+    directions hold a few seeds' draws. Only the levels that were run, in ``data``'s order."""
+    runs = study.part(part)
+    aim, order = goal(data), [r[level] for r in data["rows"]]
     rng = np.random.default_rng(0)
-    rows: dict[float, dict] = {}
+    rows: dict = {}
     for (stage, opt), sel in runs.groupby(["stage", "optimizer"]):
-        sigma = float(stage.removeprefix("sigma="))
+        text = stage.removeprefix(f"{level}=")
+        value = next((v for v in order if str(v) == text or _close(v, text)), None)
+        if value is None:  # a level no longer declared
+            continue
         frame = pd.concat([measures.evals(study.metrics_of(r), "train/suboptimality").set_index("step").value
                            for r in sel.run_id], axis=1)
         curves, steps = frame.to_numpy(float).T, frame.index.to_numpy()
-        boot = [first_at(curves[rng.integers(0, len(curves), len(curves))], steps, goal)
+        boot = [first_at(curves[rng.integers(0, len(curves), len(curves))], steps, aim)
                 for _ in range(resamples)]
-        rows.setdefault(sigma, {"sigma": sigma})[opt] = {
-            "steps": first_at(curves, steps, goal), "low": float(np.percentile(boot, 2.5, method="lower")),
+        rows.setdefault(value, {level: value})[opt] = {
+            "steps": first_at(curves, steps, aim), "low": float(np.percentile(boot, 2.5, method="lower")),
             "high": float(np.percentile(boot, 97.5, method="higher")), "seeds": len(sel),  # (inf: never)
             "every": int(steps[1] - steps[0]) if len(steps) > 1 else 1}
-    return {"settings": data["settings"], "rows": [rows[s] for s in sorted(rows)
-                                                   if all(m in rows[s] for m in METHODS)]}
+    return {"settings": data["settings"], "rows": [rows[v] for v in order
+                                                   if v in rows and all(m in rows[v] for m in METHODS)]}
 
 
-def agreement(data: dict, seen: dict) -> tuple[int, int]:
-    """How many predicted steps (noise level x method, where measured) lie within the measured interval
+def _close(value, text: str) -> bool:
+    try:
+        return math.isclose(float(value), float(text))
+    except ValueError:
+        return False
+
+
+def agreement(data: dict, seen: dict, level: str = "sigma") -> tuple[int, int]:
+    """How many predicted steps (level x method, where measured) lie within the measured interval
     widened by the evaluation spacing, of how many."""
-    pred = {r["sigma"]: r for r in data["rows"]}
+    pred = {r[level]: r for r in data["rows"]}
     inside = total = 0
     for row in seen["rows"]:
         for m in METHODS:
-            p, r = pred[row["sigma"]][m]["steps"], row[m]
+            p, r = pred[row[level]][m]["steps"], row[m]
             total += 1
             inside += (not math.isfinite(p) and not math.isfinite(r["steps"])) or (
                 r["low"] - r["every"] <= p <= r["high"] + r["every"])

@@ -11,7 +11,7 @@ import math
 from .. import theory
 from . import quadratic
 from .claims import Claim
-from .noisy import agreement, speedup, vanishing_sigma
+from .noisy import agreement, speedup, vanishing
 from .study import OPT_LABEL, TASK_ORDER, Study
 from .tables import completed, decay_label, effect_text, interval, lr_text, tex, unit, value
 
@@ -139,20 +139,30 @@ def latex(num: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def noisy_numbers(data: dict, seen: dict | None = None) -> dict[str, str]:
-    """The noisy quadratic's headline: the speed-up over GD without noise, and where it vanishes, in
-    closed form and (``seen``, where the levels were run) measured."""
-    rows = {r["sigma"]: r for r in data["rows"]}
-    vanish = vanishing_sigma(data)
-    num = {"noisyq/speedup_gd_0": f"{speedup(rows[0.0], 'gd'):.2f}" if 0.0 in rows else "--",
-           "noisyq/speedup_hb_0": f"{speedup(rows[0.0], 'momentum'):.2f}" if 0.0 in rows else "--",
-           "noisyq/vanish_sigma": f"{vanish:g}" if math.isfinite(vanish) else "none of the levels",
-           "noisyq/vanish_bar": f"{data['settings']['vanish']:g}"}
+def noisy_numbers(data: dict, seen: dict | None = None, prefix: str = "noisyq", level: str = "sigma"
+                  ) -> dict[str, str]:
+    """The noisy (or, ``prefix`` minibatchq and ``level`` batch, the mini-batch) quadratic's headline: the
+    speed-up over GD and heavy ball at the first level (no noise; the full batch), and the level where
+    it vanishes, in closed form and (``seen``, where every level was run) measured."""
+    first = data["rows"][0]
+    vanish = vanishing(data, level)
+    num = {f"{prefix}/speedup_gd_0": f"{speedup(first, 'gd'):.2f}",
+           f"{prefix}/speedup_hb_0": f"{speedup(first, 'momentum'):.2f}",
+           f"{prefix}/vanish": _level_text(vanish),
+           f"{prefix}/vanish_bar": f"{data['settings']['vanish']:g}"}
+    reached = [r for r in data["rows"] if math.isfinite(speedup(r, "gd"))]
+    if reached:  # the noisiest level at which both reach the target
+        num[f"{prefix}/last_level"] = _level_text(reached[-1][level])
+        num[f"{prefix}/speedup_gd_last"] = f"{speedup(reached[-1], 'gd'):.2f}"
     if seen and len(seen["rows"]) == len(data["rows"]):
-        measured_vanish = vanishing_sigma(seen)
-        num["noisyq/measured_vanish_sigma"] = (f"{measured_vanish:g}" if math.isfinite(measured_vanish)
-                                               else "none of the levels")
-        num["noisyq/measured_seeds"] = str(seen["rows"][0]["gd"]["seeds"])
-        inside, total = agreement(data, seen)
-        num["noisyq/agree"] = f"{inside} of {total}"
+        num[f"{prefix}/measured_vanish"] = _level_text(vanishing(seen, level))
+        num[f"{prefix}/measured_seeds"] = str(seen["rows"][0]["gd"]["seeds"])
+        inside, total = agreement(data, seen, level)
+        num[f"{prefix}/agree"] = f"{inside} of {total}"
     return num
+
+
+def _level_text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}" if math.isfinite(value) else "none of the levels"
+    return str(value)

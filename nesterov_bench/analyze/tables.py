@@ -563,20 +563,35 @@ def noisy_table(data: dict, seen: dict | None = None) -> Table:
     """The noisy quadratic in closed form (analyze/noisy.py): steps to the target per noise level, and
     beside them (``seen``: ``noisy.measured``) the steps of the measured mean over seeds, where run."""
     c = data["settings"]
-    got = {r["sigma"]: r for r in (seen or {}).get("rows", [])}
+    return _noise_table("noisy_quadratic", "sigma", data, seen, "Does acceleration survive gradient noise?",
+                        f"on a quadratic (kappa = {c['kappa']:g}, d = {c['dim']}) with additive gradient noise "
+                        "of covariance sigma^2 H")
+
+
+def minibatch_table(data: dict, seen: dict | None = None) -> Table:
+    """The mini-batch quadratic in closed form (nesterov_bench/minibatch.py): steps to the target per
+    batch size, and (``seen``) the measured mean over seeds beside them."""
+    c = data["settings"]
+    return _noise_table("minibatch_quadratic", "batch", data, seen, "Does acceleration survive mini-batch "
+                        "noise?", f"of mini-batch SGD on a least-squares problem (kappa = {c['kappa']:g}, "
+                        f"d = {c['dim']}, n = {c['rows']} rows, consistent: the noise vanishes at x*) with "
+                        "batches drawn with replacement")
+
+
+def _noise_table(name: str, level: str, data: dict, seen: dict | None, question: str, problem: str) -> Table:
+    c = data["settings"]
+    got = {r[level]: r for r in (seen or {}).get("rows", [])}
     some = next(iter(got.values()), None)
     how = (f" Predicted / measured: the first evaluation (every {some['gd']['every']} steps) at which the "
            f"mean over {some['gd']['seeds']} seeds of runs at the same points reaches it "
-           "(experiment=noisy_quadratic), with a 95% bootstrap interval over seeds." if some else "")
-    t = Table("noisy_quadratic", f"Does acceleration survive gradient noise? Exact expected steps for "
-                                 f"E[f - f*] to fall to {c['target']:g} of its start on a quadratic (kappa = "
-                                 f"{c['kappa']:g}, d = {c['dim']}) with additive gradient noise of "
-                                 "covariance sigma^2 H, each method at the best point of its joint tuning "
-                                 f"space (lr; momentum); -- : not within {c['max_steps']} steps.{how}",
-              ["sigma", *[OPT_LABEL[m] for m in METHODS], "speed-up vs GD", "vs heavy ball"], align="r" * 6)
+           f"(experiment={name}), with a 95% bootstrap interval over seeds." if some else "")
+    t = Table(name, f"{question} Exact expected steps for E[f - f*] to fall to {c['target']:g} of its start "
+                    f"{problem}, each method at the best point of its joint tuning space (lr; momentum); "
+                    f"-- : not within {c['max_steps']} steps.{how}",
+              [level, *[OPT_LABEL[m] for m in METHODS], "speed-up vs GD", "vs heavy ball"], align="r" * 6)
     for row in data["rows"]:
-        cells = [f"{row['sigma']:g}"]
-        run = got.get(row["sigma"])
+        cells = [f"{row[level]:g}" if isinstance(row[level], float) else str(row[level])]
+        run = got.get(row[level])
         for m in METHODS:
             r = row[m]
             hp = f"{r['lr']:g}" + (f"; {r['momentum']:g}" if m != "gd" else "")
