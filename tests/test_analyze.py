@@ -318,6 +318,21 @@ def test_bold_only_beyond_the_equivalence_region(tmp_path):
     assert not any(c.bold for row in rows for c in row if isinstance(c, tables.Cell))
 
 
+def test_sizing_names_every_cpu_sized_task_and_nothing_at_full_size():
+    """Study.sizing, the sentence every caption carries: a width multiplier, an MLP's hidden widths and
+    a training subset are each named for their task; a task at full size is not mentioned."""
+    from types import SimpleNamespace
+
+    final = pd.DataFrame({"task": ["mnist_cnn", "mnist_mlp", "mnist_logreg"], "task_cfg": [
+        {"name": "mnist_cnn", "width": 0.25, "train_size": 8000}, {"name": "mnist_mlp", "hidden": [250, 125, 25]},
+        {"name": "mnist_logreg", "width": None, "train_size": None}]})
+    stub = SimpleNamespace(tasks=["mnist_logreg", "mnist_mlp", "mnist_cnn"], final=final)
+    assert Study.sizing.func(stub) == ("Sized for a CPU, not DeepOBS's: mnist_mlp (784-250-125-25-10); "
+                                       "mnist_cnn (0.25 of DeepOBS's width, the first 8,000 training images).")
+    stub.tasks = ["mnist_logreg"]
+    assert Study.sizing.func(stub) == ""
+
+
 # --- the command, its files, and the paper ---------------------------------------------------------
 
 def test_analyze_writes_every_output_and_tracks_a_changed_result(tmp_path):
