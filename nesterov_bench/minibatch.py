@@ -18,7 +18,6 @@ torch (the rows are the task's, drawn by torch); ``make reproduce`` runs it befo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch
 from omegaconf import OmegaConf
 
 from . import CONF_DIR, store, theory
-from .analyze.noisy import METHODS, settings_space
+from .analyze.noisy import METHODS, cached, settings_space
 from .tasks import make_task
 
 CACHE = CONF_DIR.parent / "results" / "theory" / "minibatch_quadratic.json"
@@ -69,13 +68,8 @@ def compute(cfg: dict) -> dict:
 def ensure(force: bool = False) -> dict:
     """The cache for the declared settings: read when it holds them, else computed and written."""
     cfg = settings()
-    if not force:
-        try:
-            cached = json.loads(CACHE.read_text())
-            if cached.get("settings") == cfg:
-                return cached
-        except (OSError, ValueError):
-            pass
+    if not force and (data := cached("minibatch_quadratic", cfg)) is not None:
+        return data
     out = compute(cfg)
     CACHE.parent.mkdir(parents=True, exist_ok=True)
     store.write_json(CACHE, out)

@@ -24,8 +24,7 @@ from ..errors import ConfigError
 from . import measures
 
 METHODS = ("gd", "momentum", "nesterov")
-REPO_CACHE = CONF_DIR.parent / "results" / "theory" / "noisy_quadratic.json"
-MINIBATCH = "minibatch_quadratic.json"
+THEORY_DIR = CONF_DIR.parent / "results" / "theory"  # the repository's closed forms
 
 
 def settings_space(method: str) -> list[tuple[float, float]]:
@@ -49,18 +48,26 @@ def compute(cfg: dict) -> dict:
     return {"settings": cfg, "rows": rows}
 
 
-def results(cfg: dict, results_dir: Path) -> dict:
-    """The table's data: from the cache when it was computed for these settings, else computed and cached."""
-    path = Path(results_dir) / "theory" / "noisy_quadratic.json"
-    # it depends on the settings alone: the repository's committed copy serves any results tree
-    for candidate in (path, REPO_CACHE):
+def cached(name: str, cfg: dict, results_dir: Path | None = None) -> dict | None:
+    """``<results>/theory/<name>.json`` or else the repository's copy (a closed form depends on its
+    settings alone, so the committed copy serves any results tree), if computed for ``cfg``."""
+    dirs = [Path(results_dir) / "theory"] if results_dir is not None else []
+    for candidate in (d / f"{name}.json" for d in (*dirs, THEORY_DIR)):
         try:
-            cached = json.loads(candidate.read_text())
+            data = json.loads(candidate.read_text())
         except (OSError, ValueError):
             continue
-        if cached.get("settings") == cfg:
-            return cached
+        if data.get("settings") == cfg:
+            return data
+    return None
+
+
+def results(cfg: dict, results_dir: Path) -> dict:
+    """The table's data: from the cache when it was computed for these settings, else computed and cached."""
+    if (data := cached("noisy_quadratic", cfg, results_dir)) is not None:
+        return data
     out = compute(cfg)
+    path = Path(results_dir) / "theory" / "noisy_quadratic.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     store.write_json(path, out)
     return out
@@ -68,17 +75,11 @@ def results(cfg: dict, results_dir: Path) -> dict:
 
 def minibatch_results(cfg: dict, results_dir: Path) -> dict:
     """The mini-batch quadratic's closed form (nesterov_bench.minibatch, which needs torch to draw the
-    problem's rows): ``<results>/theory/minibatch_quadratic.json`` or the repository's copy, computed
-    for ``cfg``."""
-    for candidate in (Path(results_dir) / "theory" / MINIBATCH, REPO_CACHE.parent / MINIBATCH):
-        try:
-            cached = json.loads(candidate.read_text())
-        except (OSError, ValueError):
-            continue
-        if cached.get("settings") == cfg:
-            return cached
-    raise ConfigError(f"no {MINIBATCH} for conf/analysis.yaml's minibatch_quadratic settings; "
-                      "run python -m nesterov_bench.minibatch")
+    problem's rows), computed for ``cfg``."""
+    if (data := cached("minibatch_quadratic", cfg, results_dir)) is not None:
+        return data
+    raise ConfigError("no results/theory/minibatch_quadratic.json for conf/analysis.yaml's minibatch_quadratic "
+                      "settings; run python -m nesterov_bench.minibatch")
 
 
 def speedup(row: dict, base: str) -> float:
