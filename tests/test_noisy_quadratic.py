@@ -208,17 +208,19 @@ def test_the_minibatch_experiment_runs_the_batches_and_points_of_the_closed_form
     assert cfg.task.init_std**2 == pytest.approx(declared["var0"]) and cfg.train.max_steps == declared["max_steps"]
     cached = json.loads((CONF_DIR.parent / "results" / "theory" / "minibatch_quadratic.json").read_text())
     assert cached["settings"] == declared  # the committed points are the declared settings'
-    for row in cached["rows"]:
-        evals = set()
-        for method in ("gd", "momentum", "nesterov"):
-            s = resolve(compose(["experiment=minibatch_quadratic", f"train.batch_size={row['batch']}",
-                                 f"optimizer={method}"]))
-            assert (s.opt.lr, s.opt.momentum) == (row[method]["lr"], row[method]["momentum"])
-            assert s.cfg["train"]["sampling"] == "replacement" and s.cfg["task"]["optimum"] == "zero"
-            tc = s.cfg["train"]
-            per_epoch = 1 if row["batch"] == "full" else -(-declared["rows"] // row["batch"])
-            evals.add(tc["eval_every"] * per_epoch // tc["evals_per_epoch"])
-        assert evals == {10}  # every 10 steps, whatever the batch
+    evals = set()
+    for row in cached["rows"]:  # every batch: evaluated every 10 steps
+        tc = resolve(compose(["experiment=minibatch_quadratic", f"train.batch_size={row['batch']}"])).cfg["train"]
+        per_epoch = 1 if row["batch"] == "full" else -(-declared["rows"] // row["batch"])
+        evals.add(tc["eval_every"] * per_epoch / tc["evals_per_epoch"])
+        assert tc["sampling"] == "replacement"
+    assert evals == {10}
+    row = cached["rows"][2]
+    for method in ("gd", "momentum", "nesterov"):  # each method at the recursion's point for that batch
+        s = resolve(compose(["experiment=minibatch_quadratic", f"train.batch_size={row['batch']}",
+                             f"optimizer={method}"]))
+        assert (s.opt.lr, s.opt.momentum) == (row[method]["lr"], row[method]["momentum"])
+        assert s.cfg["task"]["optimum"] == "zero" and s.cfg["task"]["dtype"] == "float64"
     with pytest.raises(ConfigError, match="no row for batch=100"):
         resolve(compose(["experiment=minibatch_quadratic", "train.batch_size=100"]))
 
