@@ -160,8 +160,9 @@ def sensitivity(study: Study, out: Path) -> list[Path]:
         ax.set_title(f"{task} ({'/'.join(map(str, seeds))} seed{'s' if seeds != [1] else ''} per point)",
                      fontsize=9)
     legend_below(fig, axes, len(tasks))
-    fig.suptitle("Learning-rate sensitivity: best over momentum or β1 at each rate; x = diverged, "
-                 "ring = chosen point")
+    several = len(points) and points.groupby(["task", "optimizer", "lr"]).size().max() > 1  # a second axis
+    fig.suptitle("Learning-rate sensitivity: " + ("best over momentum or β1 at each rate; " if several else "")
+                 + "x = diverged, ring = chosen point")
     return save(fig, out, "sensitivity")
 
 
