@@ -333,6 +333,22 @@ def test_sizing_names_every_cpu_sized_task_and_nothing_at_full_size():
     assert Study.sizing.func(stub) == ""
 
 
+def test_budget_check_counts_the_optimizers_that_arrive_on_nine_seeds_in_ten():
+    """numbers.budget_numbers (issue 17's sizing rule): a task's budget is long enough when at least 3
+    optimizers reach its declared target on at least 90% of their seeds."""
+    from types import SimpleNamespace
+
+    from nesterov_bench.analyze.numbers import budget_numbers
+
+    rows = [{"task": t, "optimizer": o, "seed": s, "reached": s < k}
+            for t, arrivals in (("linreg", (10, 10, 9, 0)), ("mnist_cnn", (10, 10, 8, 10)))
+            for o, k in zip(OPTS, arrivals, strict=True) for s in range(10)]
+    stub = SimpleNamespace(per_run=pd.DataFrame(rows), tasks=["linreg", "mnist_cnn"])
+    assert budget_numbers(stub) == {"budget/reach_ok": "2 of 2", "budget/reach_short": "none",
+                                    "budget/reach_rule": "at least 3 optimizers on at least 90% of seeds"}
+    assert budget_numbers(stub, share=0.95)["budget/reach_short"] == "linreg (2 of 4)"  # 9 of 10 < 95%
+
+
 # --- the command, its files, and the paper ---------------------------------------------------------
 
 def test_analyze_writes_every_output_and_tracks_a_changed_result(tmp_path):
