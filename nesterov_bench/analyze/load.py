@@ -41,12 +41,21 @@ def _row(run_dir: Path, rec: dict) -> dict:
         "select_split": rec["selection"]["split"], "select_metric": rec["selection"]["metric"],
         "select_mode": rec["selection"]["mode"],
         "device": rec.get("environment", {}).get("device_name"),
+        "host": _host(rec.get("environment", {})),
         "torch": rec.get("environment", {}).get("torch"),
         "commit": rec.get("environment", {}).get("git_commit"),
         "population": int((rec.get("vectorized") or {}).get("members", 1)),  # 1: trained on its own
     }
     row.update({f"final:{k}": v for k, v in rec.get("final", {}).items()})
     return row
+
+
+def _host(env: dict) -> str | None:
+    """The machine a run ran on: its name, device and the vector kernels torch picked (float results may
+    differ between kernels)."""
+    if not env.get("hostname"):
+        return None
+    return f"{env['hostname']} ({env.get('device_name')}, {env.get('cpu_capability') or env.get('device')})"
 
 
 def experiments(root: Path, profile: str | None) -> list[Path]:
