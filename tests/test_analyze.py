@@ -349,6 +349,14 @@ def test_budget_check_counts_the_optimizers_that_arrive_on_nine_seeds_in_ten():
     assert budget_numbers(stub, share=0.95)["budget/reach_short"] == "linreg (2 of 4)"  # 9 of 10 < 95%
 
 
+def test_occupied_hours_count_overlapping_runs_once_and_pauses_not_at_all():
+    runs = pd.DataFrame({"started_at": ["2026-01-01T00:00:00+00:00", "2026-01-01T00:30:00+00:00",
+                                        "2026-01-01T02:00:00+00:00", None],
+                         "finished_at": ["2026-01-01T01:00:00+00:00", "2026-01-01T01:30:00+00:00",
+                                         "2026-01-01T02:15:00+00:00", None]})
+    assert tables.occupied_hours(runs) == pytest.approx(1.75)  # 0:00-1:30 (two side by side), 2:00-2:15
+
+
 # --- the command, its files, and the paper ---------------------------------------------------------
 
 def test_analyze_writes_every_output_and_tracks_a_changed_result(tmp_path):

@@ -38,6 +38,7 @@ def _row(run_dir: Path, rec: dict) -> dict:
         "kappa": float(cfg["task"]["kappa"]) if "kappa" in cfg["task"] else float("nan"),
         "status": rec["status"], "steps": rec.get("steps"), "train_time_s": rec.get("train_time_s"),
         "wall_time_s": rec.get("wall_time_s"), "path": str(run_dir),
+        "started_at": rec.get("started_at"), "finished_at": rec.get("finished_at"),
         "select_split": rec["selection"]["split"], "select_metric": rec["selection"]["metric"],
         "select_mode": rec["selection"]["mode"],
         "device": rec.get("environment", {}).get("device_name"),

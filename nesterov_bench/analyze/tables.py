@@ -320,6 +320,20 @@ def stage_label(profile: str, experiment: str, stage: str) -> str:
     return f"width_{stage}" if re.fullmatch(r"width\d+", rest) else rest
 
 
+def occupied_hours(runs: pd.DataFrame) -> float:
+    """Wall-clock hours during which at least one of ``runs`` was in progress (the union of their
+    [started_at, finished_at] intervals; 0 when not recorded)."""
+    spans = pd.DataFrame({"a": pd.to_datetime(runs.get("started_at"), utc=True, errors="coerce"),
+                          "b": pd.to_datetime(runs.get("finished_at"), utc=True, errors="coerce")}).dropna()
+    total, end = 0.0, None
+    for a, b in spans.sort_values("a").itertuples(index=False):
+        if end is None or a > end:
+            total, end = total + (b - a).total_seconds(), b
+        elif b > end:
+            total, end = total + (b - end).total_seconds(), b
+    return total / 3600
+
+
 def time_table(study: Study) -> Table:
     """Where the compute goes: minutes of training per reproduce stage and task (each run's wall time,
     a vectorized population's shared among its members), and each stage's share of the whole."""
@@ -330,10 +344,13 @@ def time_table(study: Study) -> Table:
                        minutes=mine.wall_time_s.astype(float) / mine.population / 60)
     tasks = [t for t in TASK_ORDER if t in set(mine.task)]
     total = float(mine.minutes.sum())
+    busy = occupied_hours(mine)
     t = Table("time", f"Where the time goes (profile {study.profile}): minutes of training per stage and "
                       "task -- each run's wall time from its start to its last file, a vectorized "
                       "population's shared among its members; process start-up, selection and analysis "
-                      f"not included. In all {total / 60:.2f} hours over {len(mine)} runs.",
+                      f"not included. In all {total / 60:.2f} hours over {len(mine)} runs"
+                      + (f"; runs were in progress during {busy:.2f} hours of wall-clock time (jobs side "
+                         "by side overlap; pauses between sessions are not counted)" if busy else "") + ".",
               ["stage", "runs", *tasks, "all", "share"], align="lr" + "r" * (len(tasks) + 2))
     by = mine.groupby(["stage_name", "task"]).minutes.sum()
     for name, sel in sorted(mine.groupby("stage_name"), key=lambda kv: -kv[1].minutes.sum()):
