@@ -303,7 +303,8 @@ def eval_spacing(steps, rows, batch, key: str) -> int:
     per_epoch = 1 if batch == "full" else math.ceil(int(rows) / int(batch))
     steps = int(steps)
     if (per_epoch % steps if per_epoch >= steps else steps % per_epoch) != 0:
-        raise ConfigError(f"cannot evaluate every {steps} steps at batch {batch} ({per_epoch} steps an epoch)")
+        raise ConfigError(f"cannot evaluate every {steps} steps at batch {batch} "
+                          f"({per_epoch} steps an epoch)")
     every, per = (1, per_epoch // steps) if per_epoch >= steps else (steps // per_epoch, 1)
     return {"eval_every": every, "evals_per_epoch": per}[key]
 

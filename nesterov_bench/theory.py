@@ -96,7 +96,8 @@ def fastest_under_noise(method: str, eigenvalues, settings: list[tuple[float, fl
                    target)
 
 
-def fastest(losses, settings: list[tuple[float, float]], max_steps: int, target: float) -> tuple[float, float, float]:
+def fastest(losses, settings: list[tuple[float, float]], max_steps: int,
+            target: float) -> tuple[float, float, float]:
     """(steps, lr, momentum) of the setting whose loss in ``losses`` (a generator of every setting's
     expected loss at k = 0, 1, ...) first reaches ``target``; steps = inf when none does in ``max_steps``."""
     next(losses)  # k = 0

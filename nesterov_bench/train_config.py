@@ -55,7 +55,8 @@ class TrainConfig:
         if d.get("eval_test") not in (None, "every", "last"):
             raise ConfigError(f"train.eval_test must be every, last or null, got {d['eval_test']!r}")
         if d.get("sampling") not in (None, "permutation", "replacement"):
-            raise ConfigError(f"train.sampling must be permutation, replacement or null, got {d['sampling']!r}")
+            raise ConfigError("train.sampling must be permutation, replacement or null, "
+                              f"got {d['sampling']!r}")
         return cls(d["epochs"], bs, d["log_every"], d["eval_every"], d.get("eval_train_size"),
                    d["eval_batch_size"], d.get("max_steps"), float(decay), d.get("evals_per_epoch", 1),
                    check("lr_schedule", d.get("lr_schedule"), LR),

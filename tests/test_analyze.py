@@ -324,11 +324,13 @@ def test_sizing_names_every_cpu_sized_task_and_nothing_at_full_size():
     from types import SimpleNamespace
 
     final = pd.DataFrame({"task": ["mnist_cnn", "mnist_mlp", "mnist_logreg"], "task_cfg": [
-        {"name": "mnist_cnn", "width": 0.25, "train_size": 8000}, {"name": "mnist_mlp", "hidden": [250, 125, 25]},
+        {"name": "mnist_cnn", "width": 0.25, "train_size": 8000},
+        {"name": "mnist_mlp", "hidden": [250, 125, 25]},
         {"name": "mnist_logreg", "width": None, "train_size": None}]})
     stub = SimpleNamespace(tasks=["mnist_logreg", "mnist_mlp", "mnist_cnn"], final=final)
-    assert Study.sizing.func(stub) == ("Sized for a CPU, not DeepOBS's: mnist_mlp (784-250-125-25-10); "
-                                       "mnist_cnn (0.25 of DeepOBS's width, the first 8,000 training images).")
+    assert Study.sizing.func(stub) == (
+        "Sized for a CPU, not DeepOBS's: mnist_mlp (784-250-125-25-10); "
+        "mnist_cnn (0.25 of DeepOBS's width, the first 8,000 training images).")
     stub.tasks = ["mnist_logreg"]
     assert Study.sizing.func(stub) == ""
 

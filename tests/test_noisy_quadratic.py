@@ -150,7 +150,8 @@ def test_minibatch_recursion_equals_the_expectation_over_every_batch_sequence(me
     a, y = rng.normal(size=(n, d)), rng.normal(size=n)
     x_star = np.linalg.lstsq(a, y, rcond=None)[0]
     h, mean0 = a.T @ a / n, rng.normal(size=d)
-    starts = [x_star + mean0 + sign * math.sqrt(d * var0) * np.eye(d)[j] for j in range(d) for sign in (1, -1)]
+    starts = [x_star + mean0 + sign * math.sqrt(d * var0) * np.eye(d)[j]
+              for j in range(d) for sign in (1, -1)]
     draws = [None] if batch is None else list(itertools.product(range(n), repeat=batch))
     expected = np.zeros(steps + 1)
     for x0 in starts:
@@ -202,15 +203,18 @@ def test_the_minibatch_experiment_runs_the_batches_and_points_of_the_closed_form
 
     declared = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "analysis.yaml").minibatch_quadratic)
     cfg = compose(["experiment=minibatch_quadratic"])
-    assert swept_values("train.batch_size", str(cfg.sweep.minibatch_batches)) == [str(b) for b in declared["batches"]]
+    swept = swept_values("train.batch_size", str(cfg.sweep.minibatch_batches))
+    assert swept == [str(b) for b in declared["batches"]]
     for key in ("dim", "rows", "kappa", "mu", "noise_std", "data_seed"):
         assert cfg.task[key] == declared[key]
-    assert cfg.task.init_std**2 == pytest.approx(declared["var0"]) and cfg.train.max_steps == declared["max_steps"]
+    assert cfg.task.init_std**2 == pytest.approx(declared["var0"])
+    assert cfg.train.max_steps == declared["max_steps"]
     cached = json.loads((CONF_DIR.parent / "results" / "theory" / "minibatch_quadratic.json").read_text())
     assert cached["settings"] == declared  # the committed points are the declared settings'
     evals = set()
     for row in cached["rows"]:  # every batch: evaluated every 10 steps
-        tc = resolve(compose(["experiment=minibatch_quadratic", f"train.batch_size={row['batch']}"])).cfg["train"]
+        over = ["experiment=minibatch_quadratic", f"train.batch_size={row['batch']}"]
+        tc = resolve(compose(over)).cfg["train"]
         per_epoch = 1 if row["batch"] == "full" else -(-declared["rows"] // row["batch"])
         evals.add(tc["eval_every"] * per_epoch / tc["evals_per_epoch"])
         assert tc["sampling"] == "replacement"
@@ -229,7 +233,8 @@ def test_eval_spacing_refuses_a_batch_whose_epochs_miss_the_spacing():
     from nesterov_bench.config import eval_spacing
     from nesterov_bench.errors import ConfigError
 
-    assert (eval_spacing(10, 200, "full", "eval_every"), eval_spacing(10, 200, 5, "evals_per_epoch")) == (10, 4)
+    assert eval_spacing(10, 200, "full", "eval_every") == 10
+    assert eval_spacing(10, 200, 5, "evals_per_epoch") == 4
     with pytest.raises(ConfigError, match="cannot evaluate every 10 steps at batch 50"):
         eval_spacing(10, 200, 50, "eval_every")
 

@@ -111,9 +111,11 @@ def readme_block(study: Study, out: Path, readme: Path, built: dict, source: str
              "mean ± 95% interval; suboptimality: geometric mean ×/÷ its 95% factor; bold: best, only "
              "where its paired interval against the runner-up excludes the equivalence region)", "",
              by_name["final"].markdown(),
-             f"**Where the time goes** in profile `{study.profile}`: minutes of training per reproduce stage "
-             "and task, from each run's own wall time (a vectorized population's shared among its members; "
-             "process start-up, selection and analysis not included)", "", by_name["time"].markdown()]
+             f"**Where the time goes** in profile `{study.profile}` (runs in progress during "
+             f"{built['numbers']['meta/wall_hours']} hours of wall-clock time, jobs side by side counted "
+             "once, pauses between sessions not at all): minutes of training per reproduce stage and task, "
+             "from each run's own wall time (a vectorized population's shared among its members; process "
+             "start-up, selection and analysis not included)", "", by_name["time"].markdown()]
     for name in README_FIGURES:
         if (out / "figures" / f"{name}.png").exists():
             parts += [f"![{name}]({rel}/figures/{name}.png)", ""]

@@ -161,7 +161,8 @@ def sensitivity(study: Study, out: Path) -> list[Path]:
                      fontsize=9)
     legend_below(fig, axes, len(tasks))
     several = len(points) and points.groupby(["task", "optimizer", "lr"]).size().max() > 1  # a second axis
-    fig.suptitle("Learning-rate sensitivity: " + ("best over momentum or β1 at each rate; " if several else "")
+    fig.suptitle("Learning-rate sensitivity: "
+                 + ("best over momentum or β1 at each rate; " if several else "")
                  + "x = diverged, ring = chosen point")
     return save(fig, out, "sensitivity")
 

@@ -78,8 +78,8 @@ def minibatch_results(cfg: dict, results_dir: Path) -> dict:
     problem's rows), computed for ``cfg``."""
     if (data := cached("minibatch_quadratic", cfg, results_dir)) is not None:
         return data
-    raise ConfigError("no results/theory/minibatch_quadratic.json for conf/analysis.yaml's minibatch_quadratic "
-                      "settings; run python -m nesterov_bench.minibatch")
+    raise ConfigError("no results/theory/minibatch_quadratic.json for conf/analysis.yaml's "
+                      "minibatch_quadratic settings; run python -m nesterov_bench.minibatch")
 
 
 def speedup(row: dict, base: str) -> float:

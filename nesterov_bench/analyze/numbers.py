@@ -13,7 +13,7 @@ from . import quadratic
 from .claims import Claim
 from .noisy import agreement, speedup, vanishing
 from .study import OPT_LABEL, TASK_ORDER, Study
-from .tables import completed, decay_label, effect_text, interval, lr_text, tex, unit, value
+from .tables import completed, decay_label, effect_text, interval, lr_text, occupied_hours, tex, unit, value
 
 
 def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dict[str, str]:
@@ -42,6 +42,7 @@ def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dic
         "meta/missing_tasks": ", ".join(t for t in TASK_ORDER if t not in study.tasks) or "none",
         # a vectorized run records its population's wall time: each member counts its share
         "meta/compute_hours": f"{(mine.wall_time_s / mine.population).sum() / 3600:.2f}",
+        "meta/wall_hours": f"{occupied_hours(mine):.2f}",  # wall-clock time with a run in progress
         "meta/reproduce_cmd": f"make reproduce PROFILE={study.profile}",
         "meta/vectorized_runs": str(int((mine.population > 1).sum())),
         "meta/vectorized_tasks": ", ".join(t for t in TASK_ORDER

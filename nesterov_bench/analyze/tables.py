@@ -581,8 +581,8 @@ def noisy_table(data: dict, seen: dict | None = None) -> Table:
     beside them (``seen``: ``noisy.measured``) the steps of the measured mean over seeds, where run."""
     c = data["settings"]
     return _noise_table("noisy_quadratic", "sigma", data, seen, "Does acceleration survive gradient noise?",
-                        f"on a quadratic (kappa = {c['kappa']:g}, d = {c['dim']}) with additive gradient noise "
-                        "of covariance sigma^2 H")
+                        f"on a quadratic (kappa = {c['kappa']:g}, d = {c['dim']}) with additive gradient "
+                        "noise of covariance sigma^2 H")
 
 
 def minibatch_table(data: dict, seen: dict | None = None) -> Table:
