@@ -358,6 +358,8 @@ def noise_floor(study: Study, out: Path) -> list[Path]:
     for ax, batch in zip(axes[0], batches, strict=True):
         for k, opt in enumerate(o for o in OPT_ORDER if o in set(runs.optimizer)):
             sel = runs[(runs.batch == batch) & (runs.optimizer == opt) & (runs.status == "completed")]
+            if sel.empty:  # every run of it diverged (or none has finished yet)
+                continue
             g = sel.groupby("effective_lr")["final:train/loss"]
             stats_ = [summarize_values(v) for _, v in g]
             effs = np.array(sorted(g.groups)) * (1 + 0.06 * (k - 1))  # side by side, not on top
