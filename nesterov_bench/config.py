@@ -25,7 +25,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from . import CONF_DIR, store, theory
+from . import CONF_DIR, THEORY_DIR, store, theory
 from .errors import ConfigError
 from .optimizer_config import OptimizerConfig, hyperparameters
 from .tasks import Task, make_task
@@ -285,7 +285,7 @@ def batch_setting(batch, method: str, key: str) -> float:
 
 def _theory_setting(name: str, level: str, match, method: str, key: str, what: str, command: str) -> float:
     """``key`` of ``method`` in the row of ``results/theory/<name>.json`` whose ``level`` ``match``-es."""
-    path = CONF_DIR.parent / "results" / "theory" / f"{name}.json"
+    path = THEORY_DIR / f"{name}.json"
     try:
         rows = json.loads(path.read_text())["rows"]
         row = next(r for r in rows if match(r[level]))

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from . import CONF_DIR, store, theory
+from . import CONF_DIR, THEORY_DIR, store, theory
 from .analyze.noisy import METHODS, cached, settings_space
 from .tasks import make_task
 
-CACHE = CONF_DIR.parent / "results" / "theory" / "minibatch_quadratic.json"
+CACHE = THEORY_DIR / "minibatch_quadratic.json"
 
 
 def settings() -> dict:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import stats
 
-from nesterov_bench import theory
+from nesterov_bench import CONF_DIR, THEORY_DIR, theory
 from nesterov_bench.config import compose, resolve
 from nesterov_bench.members import member_configs
 from nesterov_bench.store import run_path
@@ -97,25 +97,29 @@ def test_the_speedup_vanishes_where_the_table_says():
     assert vanishing(data) == 0.1
 
 
+def runs_at_the_recursions_points(experiment: str, level: str, row: dict) -> None:
+    """Each method of ``experiment`` at ``level`` (an override) trains at the point ``row`` of the committed
+    closed form names, on the float64 quadratic with x* = 0 the recursion assumes."""
+    for method in ("gd", "momentum", "nesterov"):
+        s = resolve(compose([f"experiment={experiment}", level, f"optimizer={method}"]))
+        assert (s.opt.lr, s.opt.momentum) == (row[method]["lr"], row[method]["momentum"])
+        assert s.cfg["task"]["optimum"] == "zero" and s.cfg["task"]["dtype"] == "float64"
+
+
 def test_the_measured_experiment_runs_the_levels_and_points_of_the_closed_form():
     """experiment=noisy_quadratic sweeps conf/analysis.yaml's noise levels, each method at the point the
     recursion chose for that level (the committed results/theory/noisy_quadratic.json)."""
     from omegaconf import OmegaConf
 
-    from nesterov_bench import CONF_DIR
     from nesterov_bench.config import swept_values
     from nesterov_bench.errors import ConfigError
 
     declared = OmegaConf.load(CONF_DIR / "analysis.yaml").noisy_quadratic.sigmas
     swept = swept_values("task.grad_noise", str(compose(["experiment=noisy_quadratic"]).sweep.noisy_sigmas))
     assert [float(v) for v in swept] == [float(v) for v in declared]
-    cached = json.loads((CONF_DIR.parent / "results" / "theory" / "noisy_quadratic.json").read_text())
+    cached = json.loads((THEORY_DIR / "noisy_quadratic.json").read_text())
     row = cached["rows"][2]
-    for method in ("gd", "momentum", "nesterov"):
-        s = resolve(compose(["experiment=noisy_quadratic", f"task.grad_noise={row['sigma']}",
-                             f"optimizer={method}"]))
-        assert (s.opt.lr, s.opt.momentum) == (row[method]["lr"], row[method]["momentum"])
-        assert s.cfg["task"]["optimum"] == "zero" and s.cfg["task"]["dtype"] == "float64"
+    runs_at_the_recursions_points("noisy_quadratic", f"task.grad_noise={row['sigma']}", row)
     with pytest.raises(ConfigError, match="no row for sigma=0.7"):
         resolve(compose(["experiment=noisy_quadratic", "task.grad_noise=0.7"]))
 
@@ -197,7 +201,6 @@ def test_the_minibatch_experiment_runs_the_batches_and_points_of_the_closed_form
     batches drawn with replacement and every run evaluated at the same steps."""
     from omegaconf import OmegaConf
 
-    from nesterov_bench import CONF_DIR
     from nesterov_bench.config import swept_values
     from nesterov_bench.errors import ConfigError
 
@@ -209,7 +212,7 @@ def test_the_minibatch_experiment_runs_the_batches_and_points_of_the_closed_form
         assert cfg.task[key] == declared[key]
     assert cfg.task.init_std**2 == pytest.approx(declared["var0"])
     assert cfg.train.max_steps == declared["max_steps"]
-    cached = json.loads((CONF_DIR.parent / "results" / "theory" / "minibatch_quadratic.json").read_text())
+    cached = json.loads((THEORY_DIR / "minibatch_quadratic.json").read_text())
     assert cached["settings"] == declared  # the committed points are the declared settings'
     evals = set()
     for row in cached["rows"]:  # every batch: evaluated every 10 steps
@@ -220,11 +223,7 @@ def test_the_minibatch_experiment_runs_the_batches_and_points_of_the_closed_form
         assert tc["sampling"] == "replacement"
     assert evals == {10}
     row = cached["rows"][2]
-    for method in ("gd", "momentum", "nesterov"):  # each method at the recursion's point for that batch
-        s = resolve(compose(["experiment=minibatch_quadratic", f"train.batch_size={row['batch']}",
-                             f"optimizer={method}"]))
-        assert (s.opt.lr, s.opt.momentum) == (row[method]["lr"], row[method]["momentum"])
-        assert s.cfg["task"]["optimum"] == "zero" and s.cfg["task"]["dtype"] == "float64"
+    runs_at_the_recursions_points("minibatch_quadratic", f"train.batch_size={row['batch']}", row)
     with pytest.raises(ConfigError, match="no row for batch=100"):
         resolve(compose(["experiment=minibatch_quadratic", "train.batch_size=100"]))
 

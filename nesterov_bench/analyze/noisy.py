@@ -19,12 +19,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from .. import CONF_DIR, store, theory
+from .. import CONF_DIR, THEORY_DIR, store, theory
 from ..errors import ConfigError
 from . import measures
 
 METHODS = ("gd", "momentum", "nesterov")
-THEORY_DIR = CONF_DIR.parent / "results" / "theory"  # the repository's closed forms
 
 
 def settings_space(method: str) -> list[tuple[float, float]]:
