@@ -22,6 +22,7 @@ from scipy import stats as sps
 from nesterov_bench import store, theory
 from nesterov_bench.analyze import claims, measures, quadratic, speed, tables, verdicts
 from nesterov_bench.analyze.load import load
+from nesterov_bench.analyze.outputs import copy_paper_sources, destinations, typeset
 from nesterov_bench.analyze.stats import paired, summarize
 from nesterov_bench.analyze.study import Study
 from nesterov_bench.analyze.tables import tex
@@ -351,6 +352,29 @@ def test_budget_check_counts_the_optimizers_that_arrive_on_nine_seeds_in_ten():
     assert budget_numbers(stub, share=0.95)["budget/reach_short"] == "linreg (2 of 4)"  # 9 of 10 < 95%
 
 
+def test_protocol_numbers_tell_joint_tuning_from_the_learning_rate_alone():
+    """numbers.protocol_numbers reads the tuning runs: trials per task and optimizer, seeds per trial,
+    and ``protocol/joint`` only where a momentum or beta1 was tuned (the paper's Tuning paragraph)."""
+    from types import SimpleNamespace
+
+    from nesterov_bench.analyze.numbers import protocol_numbers
+
+    nan = float("nan")
+
+    def runs(momenta: tuple[float, ...], seeds: int) -> pd.DataFrame:
+        rows = [{"task": "linreg", "optimizer": "gd", "lr": lr, "momentum": nan, "beta1": nan, "seed": s}
+                for lr in (0.1, 0.3) for s in range(seeds)]
+        rows += [{"task": "linreg", "optimizer": "nesterov", "lr": 0.1, "momentum": m, "beta1": nan,
+                  "seed": s} for m in momenta for s in range(seeds)]
+        return pd.DataFrame(rows)
+
+    assert protocol_numbers(SimpleNamespace(tune=runs((0.9,), 1))) == {
+        "protocol/trials": "2", "protocol/tune_seeds": "1"}  # lr protocol: momentum fixed
+    assert protocol_numbers(SimpleNamespace(tune=runs((0.5, 0.9), 3))) == {
+        "protocol/trials": "2", "protocol/tune_seeds": "3", "protocol/joint": "joint"}
+    assert protocol_numbers(SimpleNamespace(tune=runs((), 1).iloc[:0])) == {}
+
+
 def test_occupied_hours_count_overlapping_runs_once_and_pauses_not_at_all():
     runs = pd.DataFrame({"started_at": ["2026-01-01T00:00:00+00:00", "2026-01-01T00:30:00+00:00",
                                         "2026-01-01T02:00:00+00:00", None],
@@ -434,13 +458,18 @@ def test_committed_tables_and_numbers_are_generated_from_committed_results(tmp_p
         sorted(p.name for p in (committed / "figures").iterdir())
 
 
-def copy_paper_sources(dest: Path) -> Path:
-    """main.tex, its sections and its bibliography, without the generated files or build outputs."""
-    dest.mkdir(parents=True)
-    shutil.copy(REPO / "paper" / "main.tex", dest / "main.tex")
-    shutil.copy(REPO / "paper" / "refs.bib", dest / "refs.bib")
-    shutil.copytree(REPO / "paper" / "sections", dest / "sections")
-    return dest
+def test_a_reports_pdf_gets_the_papers_whole_text_beside_its_generated_files(tmp_path, monkeypatch):
+    """typeset for another profile's report copies main.tex with the sections it inputs and its
+    bibliography (only main.tex was copied once, and every report's PDF failed on a missing section)."""
+    dest = destinations(tmp_path, "smoke")
+    dest.out.mkdir(parents=True)
+    monkeypatch.setattr("nesterov_bench.analyze.outputs.shutil.which", lambda _: None)
+    assert typeset(dest, tmp_path / "pdf.log").startswith("no PDF: LaTeX is not installed")
+    report = tmp_path / "reports" / "smoke"
+    inputs = {ln.split("{")[1].split("}")[0] for ln in (report / "main.tex").read_text().splitlines()
+              if ln.startswith("\\input{sections/")}
+    assert inputs and all((report / f"{name}.tex").is_file() for name in inputs)
+    assert (report / "refs.bib").read_text() == (REPO / "paper" / "refs.bib").read_text()
 
 
 def latexmk(paper: Path) -> subprocess.CompletedProcess:

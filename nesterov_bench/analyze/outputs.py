@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 
 ANALYSIS_CFG = Path(__file__).resolve().parents[2] / "conf" / "analysis.yaml"
 PAPER_DIR = Path("paper")  # relative to the working directory, like the README
-PAPER_TEX = Path(__file__).resolve().parents[2] / "paper" / "main.tex"  # what a report's PDF typesets
+PAPER_SRC = Path(__file__).resolve().parents[2] / "paper"  # the text a report's PDF typesets
+PAPER_SOURCES = ("main.tex", "refs.bib", "sections")  # without generated/ and the build's outputs
 
 
 def paper_profile(path: Path = ANALYSIS_CFG) -> str:
@@ -61,11 +62,23 @@ def destinations(results: str | Path, profile: str | None = None, out: str | Pat
                         Path(report) if report else (None if out else where / "report.md"), False)
 
 
+def copy_paper_sources(dest: Path, src: Path = PAPER_SRC) -> Path:
+    """The paper's text (``PAPER_SOURCES``: main.tex, its bibliography and the sections it inputs) into
+    ``dest``, beside which a ``generated/`` of other results typesets as that report's PDF."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PAPER_SOURCES:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dest / name, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(src / name, dest / name)
+    return dest
+
+
 def typeset(dest: Destinations, log_path: Path) -> str:
     """Typeset the analysis (``paper/main.pdf``, or a report's ``main.pdf`` from a copy of the paper's
     text) when LaTeX is installed; one line saying what happened."""
-    if not dest.is_paper and dest.out.name == "generated" and PAPER_TEX.exists():
-        shutil.copyfile(PAPER_TEX, dest.tex)
+    if not dest.is_paper and dest.out.name == "generated" and (PAPER_SRC / "main.tex").exists():
+        copy_paper_sources(dest.tex.parent)
     if not dest.tex.exists():
         return f"no PDF: no {dest.tex} beside {dest.out}"
     latexmk = shutil.which("latexmk")
