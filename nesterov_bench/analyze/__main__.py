@@ -109,7 +109,8 @@ def readme_block(study: Study, out: Path, readme: Path, built: dict, source: str
                 "to be quoted from the `paper` profile."), "", by_name["claims"].markdown(),
              f"**Final test metrics** ({built['numbers']['meta/final_seeds']} seeds at the tuned setting: "
              "mean ± 95% interval; suboptimality: geometric mean ×/÷ its 95% factor; bold: best, only "
-             "where its paired interval against the runner-up excludes the equivalence region)", "",
+             "where its paired interval against the runner-up excludes the equivalence region)"
+             + (f". {study.sizing}" if study.sizing else ""), "",
              by_name["final"].markdown(),
              f"**Where the time goes** in profile `{study.profile}` (runs in progress during "
              f"{built['numbers']['meta/wall_hours']} hours of wall-clock time, jobs side by side counted "

@@ -59,6 +59,7 @@ def collect(study: Study, claims: list[Claim], rates: dict, skipped: int) -> dic
         "rule/tolerance_subopt": f"{10 ** cfg['tolerance']['log10_suboptimality']:g}",
     }
     num.update(budget_numbers(study))
+    num.update(protocol_numbers(study))
     for c in claims:
         num.update(claim_numbers(c))
     if study.widths:
@@ -165,6 +166,22 @@ def budget_numbers(study: Study, share: float = 0.9, enough: int = 3) -> dict[st
     return {"budget/reach_ok": f"{len(arriving) - len(short)} of {len(arriving)}",
             "budget/reach_short": ", ".join(short) or "none",
             "budget/reach_rule": f"at least {enough} optimizers on at least {share:.0%} of seeds"}
+
+
+def protocol_numbers(study: Study) -> dict[str, str]:
+    """How the tuning stage was run, read from its runs: trials per task and optimizer (their median),
+    tuning seeds per trial, and ``protocol/joint`` (defined only when a momentum or Adam's beta1 was
+    tuned, not fixed: the ``joint`` protocol; the paper's text depends on it)."""
+    t = study.tune
+    if t.empty:
+        return {}
+    cols = ["task", "optimizer", "lr", "momentum", "beta1"]
+    points = t.groupby(cols, dropna=False).seed.nunique()
+    num = {"protocol/trials": f"{points.groupby(['task', 'optimizer']).size().median():.0f}",
+           "protocol/tune_seeds": f"{points.median():.0f}"}
+    if t.groupby(["task", "optimizer"])[["momentum", "beta1"]].nunique().max().max() > 1:
+        num["protocol/joint"] = "joint"
+    return num
 
 
 def noisy_numbers(data: dict, seen: dict | None = None, prefix: str = "noisyq", level: str = "sigma"
