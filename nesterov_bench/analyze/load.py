@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..store import FINISHED, METRIC_COLUMNS
@@ -99,9 +100,6 @@ def load(results_dir: str | Path, profile: str | None = None) -> Loaded:
                             f"the run store's {METRIC_COLUMNS}"))
             continue
         row["run_id"] = len(rows)
-        m["run_id"] = row["run_id"]
-        for k in KEY:
-            m[k] = row[k]
         rows.append(row)
         frames.append(m)
     for partial in sorted(p for e in exps for p in e.glob("*/*/*/*/seed=*")):
@@ -109,6 +107,11 @@ def load(results_dir: str | Path, profile: str | None = None) -> Loaded:
             skipped.append((str(partial), "unfinished (no run.json)"))
     runs = pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*KEY, "run_id", "status"])  # index = run_id
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if frames:  # each metric row gets its run's id and KEY, column by column (not frame by frame: slow)
+        run_id = np.repeat(np.arange(len(frames)), [len(m) for m in frames])
+        metrics["run_id"] = run_id
+        for k in KEY:
+            metrics[k] = runs[k].to_numpy()[run_id]
     if not metrics.empty:
         metrics["split"] = metrics["split"].astype(str)
         metrics["metric"] = metrics["metric"].astype(str)
