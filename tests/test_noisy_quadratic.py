@@ -97,6 +97,19 @@ def test_the_speedup_vanishes_where_the_table_says():
     assert vanishing(data) == 0.1
 
 
+def test_the_table_names_a_point_only_where_one_reaches_the_target():
+    """Where no point of a method's space reaches the target, theory.fastest returns its first point (the
+    one the runs use); the table says none reaches instead of showing it as the best."""
+    from nesterov_bench.analyze.tables import minibatch_table
+    pt = lambda steps, lr: {"steps": steps, "lr": lr, "momentum": 0.9}  # noqa: E731
+    data = {"settings": {"kappa": 100, "dim": 20, "rows": 200, "target": 1e-6, "max_steps": 3000},
+            "rows": [{"batch": b, **{m: pt(s, lr) for m in ("gd", "momentum", "nesterov")}}
+                     for b, s, lr in (("full", 50.0, 0.01), (1, math.inf, 1e-5))]}
+    full, one = minibatch_table(data).rows
+    assert full[1:4] == ["50 (0.01)", "50 (0.01; 0.9)", "50 (0.01; 0.9)"]
+    assert one[1:] == ["-- (no point reaches it)"] * 3 + ["--", "--"]
+
+
 def runs_at_the_recursions_points(experiment: str, level: str, row: dict) -> None:
     """Each method of ``experiment`` at ``level`` (an override) trains at the point ``row`` of the committed
     closed form names, on the float64 quadratic with x* = 0 the recursion assumes."""

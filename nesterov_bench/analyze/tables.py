@@ -612,6 +612,8 @@ def _noise_table(name: str, level: str, data: dict, seen: dict | None, question:
         for m in METHODS:
             r = row[m]
             hp = f"{r['lr']:g}" + (f"; {r['momentum']:g}" if m != "gd" else "")
+            if not math.isfinite(r["steps"]):  # no point of the space is fastest: its first one was run
+                hp = "no point reaches it"
             steps = f"{r['steps']:.0f}" if math.isfinite(r["steps"]) else "--"
             if run:
                 r_ = run[m]
