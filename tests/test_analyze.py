@@ -391,7 +391,8 @@ def test_analyze_writes_every_output_and_tracks_a_changed_result(tmp_path):
     readme.write_text("# x\n\n<!-- generated:results:start -->\nSTALE-BLOCK\n"
                       "<!-- generated:results:end -->\ntail\n")
     out = tmp_path / "gen"
-    proc = analyze("--results", str(root), "--out", str(out), "--readme", str(readme))
+    proc = analyze("--results", str(root), "--profile", "quick", "--out", str(out), "--readme",
+                   str(readme))
     assert proc.returncode == 0, proc.stderr
     for name in ("final", "tuned", "ttt", "claims", "claims_detail", "sensitivity", "speed_levels", "time"):
         assert (out / "tables" / f"{name}.tex").read_text().count("\\toprule") == 1
@@ -411,7 +412,8 @@ def test_analyze_writes_every_output_and_tracks_a_changed_result(tmp_path):
     rec = json.loads((run_dir / "run.json").read_text())
     rec["final"]["test/accuracy"] = 0.5
     (run_dir / "run.json").write_text(json.dumps(rec))
-    assert analyze("--results", str(root), "--out", str(out), "--no-readme").returncode == 0
+    assert analyze("--results", str(root), "--profile", "quick", "--out", str(out),
+                   "--no-readme").returncode == 0
     changed = (out / "numbers.tex").read_text()
     diff = set(changed.splitlines()) ^ set(numbers.splitlines())
     assert {line.split("}")[0] for line in diff} == {"\\nbdef{final/mnist_logreg/nesterov"}
@@ -496,7 +498,8 @@ def test_the_committed_paper_typesets_cleanly(tmp_path):
 def test_paper_builds_and_refuses_an_unknown_number(tmp_path):
     root = make_store(tmp_path / "r", FAST_NESTEROV)
     paper = copy_paper_sources(tmp_path / "paper")
-    assert analyze("--results", str(root), "--out", str(paper / "generated"), "--no-readme").returncode == 0
+    assert analyze("--results", str(root), "--profile", "quick", "--out", str(paper / "generated"),
+                   "--no-readme").returncode == 0
 
     def build() -> subprocess.CompletedProcess:
         return latexmk(paper)

@@ -72,7 +72,7 @@ def test_another_profile_is_analysed_into_its_own_report(tmp_path, monkeypatch, 
 
     from nesterov_bench.analyze.outputs import destinations, paper_profile
 
-    assert paper_profile() == "quick"  # conf/analysis.yaml; the paper is built from the committed quick runs
+    assert paper_profile() == "paper"  # conf/analysis.yaml; the paper is built from the committed paper runs
     dest = destinations("results", "smoke")
     assert not dest.is_paper and dest.readme is None and dest.out == Path("results/reports/smoke/generated")
     paper = destinations("results")  # the paper's profile: paper/generated and the README, as before
@@ -117,7 +117,9 @@ def test_smoke_outputs_and_run_locks_are_git_ignored_and_no_lock_is_tracked():
 
 # --- item 1: the analysis reads only its own profile ----------------------------------------------
 
-def test_analysis_leaves_out_another_profiles_broken_runs(tmp_path):
+def test_analysis_leaves_out_another_profiles_broken_runs(tmp_path, monkeypatch):
+    for where in ("nesterov_bench.analyze.study", "nesterov_bench.analyze.__main__"):
+        monkeypatch.setattr(f"{where}.paper_profile", lambda: "quick")  # the paper's profile: the store's
     root = make_store(tmp_path / "r", FAST_NESTEROV)  # quick: tune and final, all usable
     n_quick = sum(1 for _ in (root / "runs").glob("quick/*/*/*/*/seed=*/run.json"))
     broken = write_run(root, task="linreg", opt="gd", lr=0.5, seed=100, stage="final", tau=1,
@@ -129,7 +131,7 @@ def test_analysis_leaves_out_another_profiles_broken_runs(tmp_path):
     write_run(root, task="linreg", opt="gd", lr=0.5, seed=0, stage="recipe", tau=1,
               experiment="smoke-seed000_linreg")
     study, built = build(root, tmp_path / "gen", None)  # no profile: the paper's
-    assert study.profile == "quick"  # paper_profile in conf/analysis.yaml
+    assert study.profile == "quick"  # paper_profile (conf/analysis.yaml), here the store's quick
     assert study.loaded.skipped == [] and built["numbers"]["meta/skipped"] == "0"
     assert built["numbers"]["meta/runs"] == str(n_quick)
     assert set(study.loaded.runs.experiment) == {"quick"}
