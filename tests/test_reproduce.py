@@ -107,10 +107,11 @@ def test_smoke_outputs_and_run_locks_are_git_ignored_and_no_lock_is_tracked():
                  "results/runs/quick/final/linreg/gd/lr=0.1/seed=100/.lock"):
         proc = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO)
         assert proc.returncode == 0, f"{path} is not git-ignored"
-    # the paper's own runs stay tracked
-    proc = subprocess.run(["git", "check-ignore", "-q", "--no-index",
-                           "results/runs/quick/final/linreg/gd/lr=0.1/seed=100/run.json"], cwd=REPO)
-    assert proc.returncode == 1
+    # the paper's own runs stay tracked, and quick's (the fast end-to-end check's reference)
+    for profile in ("paper", "quick"):
+        proc = subprocess.run(["git", "check-ignore", "-q", "--no-index",
+                               f"results/runs/{profile}/final/linreg/gd/lr=0.1/seed=100/run.json"], cwd=REPO)
+        assert proc.returncode == 1
     tracked = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True).stdout
     assert not [p for p in tracked.splitlines() if p.endswith("/.lock")]
 
