@@ -81,7 +81,9 @@ from nesterov_bench.tasks import Data
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [f"data.root={REPO / 'data'}", f"data.source={REPO.parent / 'shared' / 'data'}"]
-SECTIONS = ("loop", "optimizer_step", "population", "threads")  # one <out>/<section>.json each
+SECTIONS = ("loop", "optimizer_step", "population", "threads", "layout")  # one <out>/<section>.json each
+#: layout: the paper profile's CNN (fmnist_cnn at its CPU size), default layout vs channels last
+LAYOUT_TASK, LAYOUT_STEPS = ["task=fmnist_cnn", "profile=paper", "experiment=tune", "trial=0"], 12
 #: timed steps per round (0.1 to 3 s per contender and round on one core; the whole run about 2.5 min)
 LOOP_STEPS = {"mnist_logreg": 1500, "mnist_mlp": 60, "mnist_cnn": 12}
 OPT_STEPS = {"mnist_logreg": 2000, "mnist_mlp": 200, "mnist_cnn": 60}
@@ -346,6 +348,41 @@ def bench_threads(env: dict, steps: dict[str, int], repeats: int) -> list[dict]:
     return rows
 
 
+def evaluation(s: Settings, data: Data) -> Callable[[int], float]:
+    """``task.evaluate`` of a fresh model on the validation split, ``n`` times (a run's evaluations)."""
+    model = s.task.build_model()
+
+    def run(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            s.task.evaluate(model, data.val, s.train.eval_batch_size, data)
+        return time.perf_counter() - t0
+    return run
+
+
+def bench_layout(env: dict, steps: int, repeats: int) -> list[dict]:
+    """task.memory_format=channels_last against the default layout on the paper profile's CNN: training
+    steps (the suite loop, as in 1) and evaluations of the validation split. Reported, no goal: a profile
+    that turns it on changes its runs' numbers within float rounding, a deviation to log."""
+    rows = []
+    both = {f: settings("fmnist_cnn", data=[*DATA, *LAYOUT_TASK, f"task.memory_format={f}"])
+            for f in ("null", "channels_last")}
+    data = both["null"].task.load_data(both["null"].cfg["data"], torch.device("cpu"))
+    for what, make, n, unit in (("training steps", suite_loop, steps, "steps/s"),
+                                ("evaluations of the validation split", evaluation, max(1, steps // 6),
+                                 "evals/s")):
+        t = timed_rounds({f: make(s, data) for f, s in both.items()}, n, repeats)
+        rate = {f: [n / x for x in v] for f, v in t.items()}
+        r = row(env, "layout", "fmnist_cnn", f"{what}, channels last vs default", unit, rate["channels_last"],
+                "default layout", rate["null"], None,
+                f"paper profile's size (width {both['null'].cfg['task']['width']:g}, batch "
+                f"{both['null'].train.batch_size}, {len(data.val)} validation images)")
+        rows.append(r)
+        print(f"layout  fmnist_cnn    {what}: default {r['baseline']:8.2f} {unit} | channels last "
+              f"{r['measured']:8.2f} -> {r['ratio']:5.2f}x", flush=True)
+    return rows
+
+
 def _fmt(v: float) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
@@ -393,7 +430,8 @@ def main() -> None:
     benches = {"loop": lambda: bench_loop(env, loop_steps, repeats),
                "optimizer_step": lambda: bench_optimizer(env, opt_steps, repeats),
                "population": lambda: bench_population(env, pop, repeats),
-               "threads": lambda: bench_threads(env, thread_steps, repeats)}
+               "threads": lambda: bench_threads(env, thread_steps, repeats),
+               "layout": lambda: bench_layout(env, 2 if args.quick else LAYOUT_STEPS, repeats)}
     chosen = args.sections.split(",")
     if unknown := set(chosen) - set(SECTIONS):
         ap.error(f"unknown section {sorted(unknown)[0]!r}; choose from {', '.join(SECTIONS)}")

@@ -49,6 +49,9 @@ def test_bench_quick_writes_rows_and_the_table_from_them(tmp_path):
     assert goals["mnist_cnn", "2 members (one seed, a grid) vs 1 member"] is None
     assert {(r["task"], r["threads"]) for r in rows if r["section"] == "threads"} == {
         ("mnist_logreg", 2), ("mnist_mlp", 2)}
+    assert {(r["task"], r["measurement"], r["goal"]) for r in rows if r["section"] == "layout"} == {
+        ("fmnist_cnn", "training steps, channels last vs default", None),
+        ("fmnist_cnn", "evaluations of the validation split, channels last vs default", None)}
     table = (tmp_path / "README_table.md").read_text()
     assert table == bench.markdown(bench.read_rows(tmp_path))
     assert sum(line.startswith("| ") for line in table.splitlines()) == len(rows) + 1  # header + rows

@@ -223,3 +223,32 @@ def test_2c2d_width_defaults_to_deepobs_and_scales_channels_and_the_dense_layer(
     for bad in (0, 1.5, -0.25, "half"):
         with pytest.raises(ConfigError, match="task.width"):
             make_task({**cfg, "width": bad})
+
+
+@pytest.mark.parametrize(("name", "width"), [("fmnist_cnn", 0.25), ("cifar10_cnn", None)])
+def test_channels_last_is_the_same_network_to_float_rounding(name, width):
+    """task.memory_format=channels_last lays out every conv weight (and so each activation) channels last:
+    from the same initial weights, the loss and every gradient equal the default layout's to rounding."""
+    cfg = {**MLP, "name": name, **({"width": width} if width else {})}
+    default, last = make_task(cfg), make_task({**cfg, "memory_format": "channels_last"})
+    assert default.cfg["memory_format"] is None  # a run made before the option: PyTorch's default
+    torch.manual_seed(0)
+    a = default.build_model()
+    torch.manual_seed(0)
+    b = last.build_model()
+    convs = [m.weight for m in b if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not all(m.weight.is_contiguous(memory_format=torch.channels_last)
+                   for m in a if isinstance(m, torch.nn.Conv2d))
+    x = torch.randn(16, *default.shape, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(16) % 10
+    losses = []
+    for model in (a, b):
+        loss = default.loss(model(x), y)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="task.memory_format"):
+        make_task({**cfg, "memory_format": "nhwc"})

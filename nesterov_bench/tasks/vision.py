@@ -160,11 +160,33 @@ def two_conv_two_dense(channels: int = 1, width: float = 1.0) -> nn.Module:
     ), _trunc_normal(0.05), 0.05)
 
 
-class TwoConvTwoDense(ImageTask):
+class ConvTask(ImageTask):
+    """An image task whose network convolves. ``task.memory_format`` (null: PyTorch's default layout;
+    ``channels_last``) lays out the network's weights, and so its activations, channels last: the same
+    network and, within float rounding, the same numbers, from other kernels (on a CPU, convolutions and
+    max-pools markedly faster: ``make bench``, section layout). A run records it in its config."""
+
+    options = {**ImageTask.options, "memory_format": (str, type(None))}
+
+    def __init__(self, cfg):
+        super().__init__({"memory_format": None, **cfg})  # (runs made before the option: the default)
+        if self.cfg["memory_format"] not in (None, "channels_last"):
+            raise ConfigError("task.memory_format must be channels_last or null (PyTorch's default), "
+                              f"got {self.cfg['memory_format']!r}")
+
+    def network(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        net = self.network()  # a convolution with channels-last weights makes its output channels last too
+        return net.to(memory_format=torch.channels_last) if self.cfg["memory_format"] else net
+
+
+class TwoConvTwoDense(ConvTask):
     """DeepOBS's 2c2d network on a 28x28 grey-scale dataset; ``task.width`` (null = 1, DeepOBS's)
     multiplies its channels and its hidden dense layer."""
 
-    options = {**ImageTask.options, "width": (float, type(None))}
+    options = {**ConvTask.options, "width": (float, type(None))}
 
     def __init__(self, cfg):
         super().__init__({"width": None, **cfg})  # (runs made before the option)
@@ -172,7 +194,7 @@ class TwoConvTwoDense(ImageTask):
         if width is not None and not 0 < width <= 1:
             raise ConfigError(f"task.width must be in (0, 1] or null, got {width!r}")
 
-    def build_model(self) -> nn.Module:
+    def network(self) -> nn.Module:
         return two_conv_two_dense(width=self.cfg["width"] or 1.0)
 
 
@@ -191,14 +213,14 @@ class FmnistCNN(TwoConvTwoDense):
 
 
 @register
-class Cifar10CNN(ImageTask):
+class Cifar10CNN(ConvTask):
     """DeepOBS cifar10_3c3d: conv5x5(64, valid)-pool-conv3x3(96, valid)-pool-conv3x3(128, same)-pool
     -fc512-fc256-fc10, ReLU, max-pools 3x3 stride 2. TF's asymmetric 'same' pool padding is replaced by
     symmetric padding 1, which gives the same shapes (28->14, 12->6, 6->3)."""
 
     name, dataset, shape = "cifar10_cnn", "CIFAR10", (3, 32, 32)
 
-    def build_model(self) -> nn.Module:
+    def network(self) -> nn.Module:
         return _init(nn.Sequential(
             nn.Conv2d(3, 64, 5), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
             nn.Conv2d(64, 96, 3), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
