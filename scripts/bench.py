@@ -46,6 +46,9 @@ What is timed
    time: ``population.vectorizes`` reads each task's last row here (``members.vectorize=auto``); each row's
    notes say what it decides.
 4. ``threads``: the suite's loop (as in 1) on mnist_logreg and mnist_mlp with 1 and 2 threads.
+5. ``layout``: the paper profile's fmnist_cnn (its CPU size) with ``task.memory_format=channels_last``
+   against the default layout: the suite's loop (as in 1), and evaluations of its validation split.
+   Reported, no goal.
 
 How
 ---

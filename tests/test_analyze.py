@@ -353,26 +353,27 @@ def test_budget_check_counts_the_optimizers_that_arrive_on_nine_seeds_in_ten():
 
 
 def test_protocol_numbers_tell_joint_tuning_from_the_learning_rate_alone():
-    """numbers.protocol_numbers reads the tuning runs: trials per task and optimizer, seeds per trial,
-    and ``protocol/joint`` only where a momentum or beta1 was tuned (the paper's Tuning paragraph)."""
+    """numbers.protocol_numbers reads the tuning stage's points (Study.tune_points): trials per task and
+    optimizer, seeds per trial, and ``protocol/joint`` only where a momentum or beta1 was tuned (the
+    paper's Tuning paragraph)."""
     from types import SimpleNamespace
 
     from nesterov_bench.analyze.numbers import protocol_numbers
 
     nan = float("nan")
 
-    def runs(momenta: tuple[float, ...], seeds: int) -> pd.DataFrame:
-        rows = [{"task": "linreg", "optimizer": "gd", "lr": lr, "momentum": nan, "beta1": nan, "seed": s}
-                for lr in (0.1, 0.3) for s in range(seeds)]
+    def points(momenta: tuple[float, ...], seeds: int) -> pd.DataFrame:
+        rows = [{"task": "linreg", "optimizer": "gd", "lr": lr, "momentum": nan, "beta1": nan, "seeds": seeds}
+                for lr in (0.1, 0.3)]
         rows += [{"task": "linreg", "optimizer": "nesterov", "lr": 0.1, "momentum": m, "beta1": nan,
-                  "seed": s} for m in momenta for s in range(seeds)]
+                  "seeds": seeds} for m in momenta]
         return pd.DataFrame(rows)
 
-    assert protocol_numbers(SimpleNamespace(tune=runs((0.9,), 1))) == {
+    assert protocol_numbers(SimpleNamespace(tune_points=points((0.9,), 1))) == {
         "protocol/trials": "2", "protocol/tune_seeds": "1"}  # lr protocol: momentum fixed
-    assert protocol_numbers(SimpleNamespace(tune=runs((0.5, 0.9), 3))) == {
+    assert protocol_numbers(SimpleNamespace(tune_points=points((0.5, 0.9), 3))) == {
         "protocol/trials": "2", "protocol/tune_seeds": "3", "protocol/joint": "joint"}
-    assert protocol_numbers(SimpleNamespace(tune=runs((), 1).iloc[:0])) == {}
+    assert protocol_numbers(SimpleNamespace(tune_points=points((), 1).iloc[:0])) == {}
 
 
 def test_occupied_hours_count_overlapping_runs_once_and_pauses_not_at_all():

@@ -169,17 +169,16 @@ def budget_numbers(study: Study, share: float = 0.9, enough: int = 3) -> dict[st
 
 
 def protocol_numbers(study: Study) -> dict[str, str]:
-    """How the tuning stage was run, read from its runs: trials per task and optimizer (their median),
-    tuning seeds per trial, and ``protocol/joint`` (defined only when a momentum or Adam's beta1 was
-    tuned, not fixed: the ``joint`` protocol; the paper's text depends on it)."""
-    t = study.tune
-    if t.empty:
+    """How the tuning stage was run, read from its points (``Study.tune_points``): trials per task and
+    optimizer (their median), tuning seeds per trial, and ``protocol/joint`` (defined only when a
+    momentum or Adam's beta1 was tuned, not fixed: the ``joint`` protocol; the paper's text depends on it)."""
+    points = study.tune_points
+    if points.empty:
         return {}
-    cols = ["task", "optimizer", "lr", "momentum", "beta1"]
-    points = t.groupby(cols, dropna=False).seed.nunique()
-    num = {"protocol/trials": f"{points.groupby(['task', 'optimizer']).size().median():.0f}",
-           "protocol/tune_seeds": f"{points.median():.0f}"}
-    if t.groupby(["task", "optimizer"])[["momentum", "beta1"]].nunique().max().max() > 1:
+    per_space = points.groupby(["task", "optimizer"])
+    num = {"protocol/trials": f"{per_space.size().median():.0f}",
+           "protocol/tune_seeds": f"{points.seeds.median():.0f}"}
+    if per_space[["momentum", "beta1"]].nunique().max().max() > 1:
         num["protocol/joint"] = "joint"
     return num
 

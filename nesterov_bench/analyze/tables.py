@@ -611,10 +611,11 @@ def _noise_table(name: str, level: str, data: dict, seen: dict | None, question:
         run = got.get(row[level])
         for m in METHODS:
             r = row[m]
-            hp = f"{r['lr']:g}" + (f"; {r['momentum']:g}" if m != "gd" else "")
-            if not math.isfinite(r["steps"]):  # no point of the space is fastest: its first one was run
-                hp = "no point reaches it"
-            steps = f"{r['steps']:.0f}" if math.isfinite(r["steps"]) else "--"
+            if math.isfinite(r["steps"]):
+                steps = f"{r['steps']:.0f}"
+                hp = f"{r['lr']:g}" + (f"; {r['momentum']:g}" if m != "gd" else "")
+            else:  # no point reaches the target: the space's first one was run, not the fastest
+                hp, steps = "no point reaches it", "--"
             if run:
                 r_ = run[m]
                 bounds = ", ".join(f"{b:.0f}" if math.isfinite(b) else "--" for b in (r_["low"], r_["high"]))
