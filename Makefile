@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-all lint reproduce analyze paper latex-deps paper-pdf bench gpu-bundle gpu-check
+.PHONY: help setup test test-all lint reproduce estimate analyze paper latex-deps paper-pdf bench gpu-bundle gpu-check
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,11 @@ LAUNCHER ?=
 ARGS ?=
 reproduce: ## Run a profile (default quick), resuming finished runs: tune, select, final, recipes, analysis, PDF; a profile other than the paper's reports to results/reports/<profile>/ (PROFILE=quick|smoke|paper|full, LAUNCHER=local, ARGS='data.download=true')
 	$(PY) -m nesterov_bench.reproduce --profile $(PROFILE) --results $(RESULTS) $(if $(LAUNCHER),--launcher $(LAUNCHER)) $(ARGS)
+
+JOBS ?= 2
+DEVICE ?= auto
+estimate: ## Project a profile's reproduce time here from timed slices of each kind of job, stage by stage, beside its finished runs (PROFILE, JOBS=2 side by side, DEVICE, ARGS; paper ~5 min) -> results/bench/estimate-*.json, README table
+	$(PY) scripts/estimate_paper_time.py --profile $(PROFILE) --jobs $(JOBS) --device $(DEVICE) --results $(RESULTS) --check --readme README.md $(ARGS)
 
 analyze: ## Rebuild paper/generated and the README's results block from the paper's profile in results/ (paper_profile in conf/analysis.yaml)
 	$(PY) -m nesterov_bench.analyze --results $(RESULTS) $(if $(STUDY),--profile $(STUDY))

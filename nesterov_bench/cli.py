@@ -24,7 +24,7 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
 from . import CONF_DIR, store
-from .config import USER_GROUPS, compose, group_options, register_resolvers, resolve
+from .config import USER_GROUPS, check_list_sweeps, compose, group_options, register_resolvers, resolve
 from .errors import ConfigError
 
 Job = Callable[[DictConfig], Any]
@@ -117,6 +117,8 @@ def check_overrides(argv: list[str], check: Callable[[dict], Any] | None = None)
         return Checked()  # Hydra's own flags (--cfg job, --info, ...): let Hydra answer them
     overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("~").startswith("hydra")]
     try:
+        if flags:
+            check_list_sweeps(overrides)
         variants = _variants(overrides) if flags else [overrides]
     except OverrideParseException as e:
         raise ConfigError(f"cannot parse the overrides: {str(e).splitlines()[0]}") from None

@@ -97,6 +97,25 @@ def sweeper_params(overrides: list[str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in params.items()}
 
 
+def check_list_sweeps(overrides: list[str]) -> None:
+    """Refuse a sweep over a ``sweep.*`` list that the experiment's own sweep reads (``seed:
+    ${sweep.final_seeds}``): Hydra would sweep the list itself, so every run of the experiment would be
+    launched once per value of it. Quoted, the override sets the list (``sweep.final_seeds='range(0,5)'``)."""
+    parser = OverridesParser.create()
+    sweeps = [o for o in overrides if "=" in o and o.startswith("sweep.")
+              and parser.parse_override(o).is_sweep_override()]
+    if not sweeps:
+        return
+    plain = [o for o in overrides if o not in sweeps and not parser.parse_override(o).is_sweep_override()]
+    params = compose(plain, hydra=True).hydra.sweeper.params
+    raw = "" if params is None else str(OmegaConf.to_container(params, resolve=False))
+    for o in sweeps:
+        key, value = o.split("=", 1)
+        if "${" + key + "}" in raw:
+            raise ConfigError(f"{key} is a list the sweep reads, and {o} would sweep over it (every run once "
+                              f"per value); quote it to set the list: {key}='{value}'")
+
+
 def swept_values(key: str, value: str) -> list[str]:
     """The values ``key=value`` sweeps over, as Hydra's basic sweeper expands them (``range(0,3)``,
     ``a,b``); one value for a plain override."""

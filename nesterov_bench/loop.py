@@ -105,6 +105,34 @@ def members_per_draw(generators: list[torch.Generator]) -> int:
     return p if same else 1
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A run's schedule on a training split of ``n`` examples, as ``fit_members`` follows it (for a run
+    that does not stop early): its batches, steps and evaluations."""
+
+    full_batch: bool
+    batch_size: int
+    steps_per_epoch: int  # the last batch of an epoch may be smaller (no drop_last)
+    total_steps: int
+    mid_epoch: frozenset[int]  # steps within an epoch (1-based) after which an extra evaluation runs
+    evaluations: int  # evaluation passes, the one before the first step and the last included
+    test_evaluations: int  # of which the test split is evaluated in (train.eval_test)
+
+    @classmethod
+    def of(cls, n: int, tc: TrainConfig) -> Budget:
+        full_batch = tc.batch_size is None or tc.batch_size >= n
+        bs = n if full_batch else tc.batch_size
+        spe = math.ceil(n / bs)
+        total = tc.epochs * spe if tc.max_steps is None else min(tc.epochs * spe, tc.max_steps)
+        mid = frozenset(round(k * spe / tc.evals_per_epoch) for k in range(1, tc.evals_per_epoch)) - {0, spe}
+        epochs, rest = divmod(total, spe)  # whole epochs, and the steps of a last one cut short
+        # before the first step; each whole epoch's mid-epoch points and its end (every eval_every-th);
+        # a cut-short epoch's mid-epoch points before its last step; and the last step, always
+        evaluations = (1 + epochs * len(mid) + epochs // tc.eval_every + sum(m < rest for m in mid)
+                       + (rest > 0 or epochs % tc.eval_every != 0))
+        return cls(full_batch, bs, spe, total, mid, evaluations, 1 if tc.eval_test == "last" else evaluations)
+
+
 def fit(
     task: Task,
     model: nn.Module,
@@ -170,12 +198,9 @@ def fit_members(
     k_members = len(members.members)
     train = data.train
     n = len(train)
-    full_batch = tc.batch_size is None or tc.batch_size >= n
-    bs = n if full_batch else tc.batch_size
-    steps_per_epoch = math.ceil(n / bs)  # the last batch of an epoch may be smaller (no drop_last)
-    total_steps = tc.epochs * steps_per_epoch
-    if tc.max_steps is not None:
-        total_steps = min(total_steps, tc.max_steps)
+    budget = Budget.of(n, tc)
+    full_batch, bs, steps_per_epoch = budget.full_batch, budget.batch_size, budget.steps_per_epoch
+    total_steps, mid_epoch = budget.total_steps, budget.mid_epoch
     ets = n if tc.eval_train_size is None else min(tc.eval_train_size, n)
     # A fixed subset (the first examples of the already-shuffled split): the same for every run.
     eval_splits = {"train": Split(train.x[:ets], train.y[:ets]), **data.evaluation_splits()}
@@ -217,9 +242,6 @@ def fit_members(
                 stop(k, reason)
         return bool(alive())
 
-    # Steps within an epoch (1-based) after which an extra, mid-epoch evaluation runs.
-    mid_epoch = {round(k * steps_per_epoch / tc.evals_per_epoch) for k in range(1, tc.evals_per_epoch)}
-    mid_epoch -= {0, steps_per_epoch}
     bar = tqdm(total=total_steps, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
     going = evaluate(0.0, "non-finite loss at initialisation")
     running, count = None, 0  # summed in the loss's own dtype (a float64 run logs float64 means)

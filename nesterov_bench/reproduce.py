@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from . import CONF_DIR, minibatch, store
 from .analyze.outputs import destinations, typeset
-from .config import compose, resolve_device, sweeper_params, swept_values
+from .config import check_list_sweeps, compose, resolve_device, sweeper_params, swept_values
 from .data import missing
 from .errors import ConfigError
 from .population import vectorizes
@@ -134,6 +134,7 @@ def plan(profile: str, results: str, launcher: str | None, vectorize: str = "aut
                 base = [*base, "trial=0"]
             if st.name.startswith("schedule_forms"):  # so do its lr and momentum
                 base = [*base, "optimizer.lr=1.0", "optimizer.momentum=0.9"]
+            check_list_sweeps(base)
             cfg, params = compose(base), sweeper_params(base)
             st.runs, st.stage_dir = sweep_size(base, cfg, params)
             st.modules = by_vectorizing(cfg, params)

@@ -111,6 +111,18 @@ def write_atomic(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def replace_generated(path: Path, name: str, body: str) -> bool:
+    """Put ``body`` between the file's ``<!-- generated:NAME:start -->`` and ``<!-- generated:NAME:end -->``
+    markers (a README's generated block), atomically; False, and the file untouched, without them."""
+    start, end = f"<!-- generated:{name}:start -->", f"<!-- generated:{name}:end -->"
+    text = path.read_text()
+    if start not in text or end not in text:
+        return False
+    head, rest = text.split(start, 1)
+    write_atomic(path, lambda p: p.write_text(f"{head}{start}\n{body}{end}{rest.split(end, 1)[1]}"))
+    return True
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str)))
 

@@ -18,6 +18,7 @@ record is skipped (``force=true`` redoes it).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -97,7 +98,7 @@ def run_all(settings: list[Settings], *, vectorized: bool = False) -> list[dict]
             todo.append((k, s, run_dir))
     if not todo:
         return records
-    data = first.task.load_data(first.cfg["data"], first.device)
+    data = load_data(first)
     first.train.check_against(len(data.train))
     for group in [todo] if vectorized else [[t] for t in todo]:
         with ExitStack() as locks:
@@ -111,6 +112,23 @@ def run_all(settings: list[Settings], *, vectorized: bool = False) -> list[dict]
                 for (k, _, _), result in zip(ready, results, strict=True):
                     records[k] = result
     return records
+
+
+#: The data this process loaded last, by task, data and device settings: a sweep's runs of one task that
+#: land in one worker process load it once (nothing writes into a Data's tensors).
+_LOADED: dict[str, Data] = {}
+LOADED_KEEP = 2
+
+
+def load_data(s: Settings) -> Data:
+    """The run's data, as ``s.task.load_data`` makes it, made once per process for the same settings."""
+    key = json.dumps([s.cfg["task"], s.cfg["data"], str(s.device)], sort_keys=True, default=str)
+    if key not in _LOADED:
+        data = s.task.load_data(s.cfg["data"], s.device)
+        while len(_LOADED) >= LOADED_KEEP:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = data
+    return _LOADED[key]
 
 
 def claim(s: Settings, run_dir: Path, locks: ExitStack) -> dict | None:

@@ -80,6 +80,7 @@ from nesterov_bench.env import environment
 from nesterov_bench.loop import fit, fit_members
 from nesterov_bench.population import SAVING, Population, build_optimizer
 from nesterov_bench.rules import RULES
+from nesterov_bench.store import replace_generated
 from nesterov_bench.tasks import Data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -445,13 +446,8 @@ def main() -> None:
     (args.out / "README_table.md").write_text(table)
     print("\n" + table)
     print(f"wrote {', '.join(f'{s}.json' for s in SECTIONS)} and README_table.md in {args.out}")
-    if args.readme:
-        text = args.readme.read_text()
-        start, end = "<!-- generated:bench:start -->", "<!-- generated:bench:end -->"
-        if start in text and end in text:
-            head, rest = text.split(start, 1)
-            args.readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
-            print(f"updated the bench table in {args.readme}")
+    if args.readme and replace_generated(args.readme, "bench", table):
+        print(f"updated the bench table in {args.readme}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,37 @@
-"""Project a profile's wall time on this machine from a short measured run of each task.
+"""Project how long ``make reproduce PROFILE=<profile>`` takes on this device, stage by stage, from
+measured per-step and per-evaluation costs.
 
-    python scripts/estimate_paper_time.py [--profile full] [--device cuda] [--fraction 0.02] [--json out.json]
+    python scripts/estimate_paper_time.py [--profile paper] [--device auto] [--jobs 2] [--check]
+                                          [--out results/bench] [--readme README.md] [KEY=VALUE ...]
+    make estimate PROFILE=paper [JOBS=2] [ARGS='task.memory_format=channels_last']
 
-For every task of the profile (default ``full``, DeepOBS's sizes, meant for a GPU; ``paper`` is sized for
-a 2-core CPU), one run of the profile's tuning configuration (Nesterov at a mid-grid learning
-rate, the profile budget's batch size and evaluation schedule) is trained for a small fraction of its
-budget. Its seconds per step (training and evaluations, from run.json) times the profile budget's steps,
-plus the measured per-run start-up, times the profile plan's number of runs of that task
-(``reproduce --dry-run``), gives the projection, run one after another on this device. CIFAR-10 is
-timed on generated tensors of its real shape (no download here) and scaled to its real training-set size.
+Every training stage of ``reproduce.plan`` (tune, final, the recipes, the studies, the width sweep) is
+expanded into the jobs its Hydra multirun launches -- one per run for the tasks ``train`` trains, one
+vectorized population per setting for those ``members`` trains (``population.vectorizes``) -- and each
+job into its steps and evaluations (``loop.Budget``, the schedule the loop itself follows). Each kind of
+job (a task, its sizes, batch, evaluation subset, optimizer and population size) is timed once, here, on
+the real run path (``train.run_all`` for a slice of its steps, into a temporary store): seconds per
+training step, per evaluation pass (each split timed on its own), per run for the rest of what a run's
+``wall_time_s`` holds (building the model, writing its files), and per job for what lies outside it
+(loading the data, claiming the directory). A short Hydra multirun measures the launcher's own cost per
+job and per command. The projection is
+
+    job = steps x step + members x (evaluations x evaluation pass + test evaluations x test pass + rest)
+          + outside + launcher per job
+
+summed per stage and task (one job after another) and laid out over ``--jobs`` workers in launch order
+(``LAUNCHER=local``: ``hydra.launcher.n_jobs``). Each kind is timed as ``--jobs`` copies side by side
+(their mean): a multirun launches the jobs of one setting one after another, so they run beside each
+other, and each timing is taken under that load. A run that diverges stops early, so tuning stages come
+out as upper bounds. Selection, analysis and the PDF are not projected. ``KEY=VALUE`` overrides go to
+every stage, as for ``reproduce``; one of ``task.KEY=VALUE`` to the tasks that have KEY (e.g.
+``task.memory_format=channels_last``, the CNNs laid out channels last: a lever projected).
+
+``--check`` sets the projection beside the profile's finished runs in ``--results``: per stage and
+task, the minutes their ``run.json`` record (``wall_time_s``, a population's shared among its members,
+as the paper's time table counts them) against the projected minutes of the same part of each run.
+CIFAR-10 (no download here) is timed on generated tensors of its real shape and projected at its real
+training-set size.
 """
 
 from __future__ import annotations
@@ -16,82 +39,409 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
+import re
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import date
+from itertools import product
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nesterov_bench.config import compose as compose_config  # noqa: E402
-from nesterov_bench.reproduce import plan  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 
+from nesterov_bench import store  # noqa: E402
+from nesterov_bench.analyze.tables import occupied_hours  # noqa: E402
+from nesterov_bench.config import compose, plain, resolve, resolve_device, sweeper_params, swept_values  # noqa: E402
+from nesterov_bench.data import missing  # noqa: E402
+from nesterov_bench.env import environment  # noqa: E402
+from nesterov_bench.errors import ConfigError  # noqa: E402
+from nesterov_bench.loop import Budget  # noqa: E402
+from nesterov_bench.members import member_configs  # noqa: E402
+from nesterov_bench.population import vectorizes  # noqa: E402
+from nesterov_bench.reproduce import Stage, plan  # noqa: E402
+from nesterov_bench.tasks import Split  # noqa: E402
+from nesterov_bench.train import configure_torch, derived_seed, run_all  # noqa: E402
+
+BENCH = REPO / "results" / "bench"
 CIFAR_TRAIN = 50_000  # real CIFAR-10 training images (before the validation split)
+STEP_SECONDS = 0.5  # training time a timing run aims for (a slice of the run's steps)
+#: a profile's goal for ``make reproduce`` from an empty store on a 2-core CPU (issue 17; README)
+GOAL_HOURS = {"quick": 0.5, "paper": 2.0}
+EVAL_REPEATS = 3  # timed passes of each split (their median)
+PILOT_MEMBERS = 8  # members of the pilot run that sizes a population's slice
+#: ``train`` keys that change neither a step's nor an evaluation's cost (the schedule's length and
+#: shape): jobs differing only there are timed once.
+FREE_TRAIN_KEYS = ("epochs", "max_steps", "log_every", "eval_every", "evals_per_epoch", "lr_schedule",
+                   "momentum_schedule", "eval_test", "epoch_decay")
 
 
-def measure(profile: str, task: str, epochs: int, common: list[str], out: Path) -> dict:
-    extra = ["data.generated=true"] if task == "cifar10_cnn" else []
-    cmd = [sys.executable, "-m", "nesterov_bench.train", "experiment=tune", f"profile={profile}",
-           f"task={task}", "optimizer=nesterov", "trial=4", f"train.epochs={epochs}", f"results_dir={out}",
-           *common, *extra]
+@dataclass
+class Job:
+    """One job of a stage's multirun: ``members`` runs of one setting, trained as one population
+    (``vectorized``) or, for ``train``, one of ``count`` identical-cost single runs."""
+
+    stage: str
+    task: str
+    cfg: dict  # the composed config of its first run (results_dir a temporary store)
+    members: list[dict]  # the member configs of one job (one config for a single run)
+    vectorized: bool
+    count: int = 1  # how many such jobs the stage launches (train: one per run)
+
+    @property
+    def runs(self) -> int:
+        return self.count * len(self.members)
+
+
+@dataclass
+class Cost:
+    """Measured seconds of one kind of job on this device."""
+
+    step: float  # a training step of the whole job (all its members)
+    eval_pass: float  # one member's evaluation of every split but test
+    test_pass: float  # one member's evaluation of the test split
+    rest: float  # per run, the rest of its wall_time_s (model, files)
+    outside: float  # per job, outside the runs' wall_time_s (data loading, claims)
+    n_train: int  # the training split's size (what the budget's steps follow)
+    timed_steps: int = 0
+
+
+def swept(base: list[str]) -> tuple[list[str], dict[str, list[str]], set[str]]:
+    """A stage's fixed overrides, its swept keys with their values (the experiment's sweeper params
+    and sweeps given as overrides), and which of them come from the command line."""
+    parser = OverridesParser.create()
+    fixed, sweeps = [], {}
+    for o in base:
+        parsed = parser.parse_override(o)
+        if parsed.is_sweep_override():
+            sweeps[parsed.get_key_element()] = list(parsed.sweep_string_iterator())
+        else:
+            fixed.append(o)
+    explicit = {o.split("=", 1)[0] for o in fixed} | set(sweeps)
+    params = {k: swept_values(k, v) for k, v in sweeper_params(fixed).items() if k not in explicit}
+    return fixed, {**params, **sweeps}, set(sweeps)
+
+
+def jobs_of(st: Stage, results: str, task_overrides: list[str] = ()) -> list[Job]:
+    """The jobs a training stage launches, grouped by setting (what ``members -m`` makes one job of).
+    ``task_overrides`` (``task.KEY=VALUE``) apply to the jobs whose task has KEY."""
+    fixed, values, from_command_line = swept(st.base)
+    grouped = {"seed", "trial"} | ({"optimizer.lr"} & from_command_line)  # members.group_sweep's rule
+    together = {t for module, tasks in st.modules if module == "members" for t in tasks}
+    member_keys = [k for k in values if k in grouped]
+    other_keys = [k for k in values if k not in grouped]
+    jobs = []
+    for combo in product(*(values[k] for k in other_keys)):
+        over = [*fixed, *(f"{k}={v}" for k, v in zip(other_keys, combo, strict=True)),
+                f"results_dir={results}", "wandb.mode=disabled", "progress=false"]
+        firsts = [f"{k}={values[k][0]}" for k in member_keys]
+        cfg = plain(compose([*over, *firsts]))
+        mine = [o for o in task_overrides if o.split("=", 1)[0].removeprefix("task.") in cfg["task"]]
+        if mine:
+            cfg = plain(compose([*over, *mine, *firsts]))
+        task = cfg["task"]["name"]
+        lists = {"seeds": [int(v) for v in values.get("seed", [cfg["seed"]])],
+                 "trials": [int(v) for v in values["trial"]] if "trial" in values else None,
+                 "lrs": [float(v) for v in values["optimizer.lr"]] if "optimizer.lr" in member_keys else None}
+        if task == "cifar10_cnn" and not cfg["data"].get("download") and missing(
+                "CIFAR10", cfg["data"]["root"], cfg["data"].get("source")):
+            cfg["data"]["generated"] = True  # its real shape; project() scales to its real training set
+        members = member_configs({**cfg, "members": {**cfg["members"], **lists}})
+        if task in together and vectorizes(task, resolve(cfg).device, cfg["members"]["vectorize"]):
+            jobs.append(Job(st.name, task, cfg, members, True))
+        else:
+            jobs.append(Job(st.name, task, cfg, members[:1], False, count=len(members)))
+    return jobs
+
+
+def cost_key(job: Job) -> str:
+    cfg = job.cfg
+    train = {k: v for k, v in cfg["train"].items() if k not in FREE_TRAIN_KEYS}
+    k = len(job.members) if job.vectorized else 1
+    return json.dumps([cfg["task"], train, cfg["data"], cfg["device"], cfg["threads"],
+                       cfg["optimizer"]["name"], k], sort_keys=True, default=str)
+
+
+def budget(job: Job, n_train: int) -> Budget:
+    return Budget.of(n_train, resolve(job.cfg).train)
+
+
+def _timed_run(job: Job, tmp: Path, steps: int, members: int | None = None) -> tuple[float, list[dict]]:
+    """Run the job's first ``members`` members (all by default) for ``steps`` steps through the real run
+    path into ``tmp``, evaluated only before the first step and after the last; the seconds ``run_all``
+    took and the records."""
+    cfgs = [{**c, "results_dir": str(tmp), "force": True,
+             "train": {**c["train"], "max_steps": steps, "eval_every": 10**9, "evals_per_epoch": 1}}
+            for c in job.members[:members]]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    total = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(f"error: timing run of {task} failed: {proc.stderr.strip().splitlines()[-1]}")
-    rec = json.loads(next(out.glob(f"runs/{profile}/tune/{task}/nesterov/*/seed=0/run.json")).read_text())
-    return {"steps": rec["steps"], "wall_s": rec["wall_time_s"], "startup_s": total - rec["wall_time_s"],
-            "device": rec["environment"].get("device_name"), "train_size": None}
+    records = run_all([resolve(c) for c in cfgs], vectorized=job.vectorized)
+    return time.perf_counter() - t0, records
+
+
+def measure(job: Job, tmp: Path) -> Cost:
+    """Time one kind of job: its evaluation passes on their own, then (after a pilot of a few members that
+    sizes it) a slice of its training steps on the real run path."""
+    s = resolve(job.cfg)
+    configure_torch(s)  # the run's threads (the evaluation passes below come before run_all sets them)
+    data = s.task.load_data(s.cfg["data"], s.device)
+    n_train = len(data.train)
+    tc = s.train
+    ets = n_train if tc.eval_train_size is None else min(tc.eval_train_size, n_train)
+    splits = {"train": Split(data.train.x[:ets], data.train.y[:ets]), **data.evaluation_splits()}
+    torch.manual_seed(derived_seed(s.seed, 0))
+    model = s.task.build_model().to(s.device).eval()
+    passes = {}
+    for name, split in splits.items():
+        s.task.evaluate(model, split, tc.eval_batch_size, data)  # warm-up
+        times = []
+        for _ in range(EVAL_REPEATS):
+            t = time.perf_counter()
+            s.task.evaluate(model, split, tc.eval_batch_size, data)
+            times.append(time.perf_counter() - t)
+        passes[name] = statistics.median(times)
+    eval_pass = sum(v for k, v in passes.items() if k != "test")
+    test_pass = passes.get("test", 0.0)
+    full = Budget.of(n_train, tc).total_steps
+    k = len(job.members)
+    few = min(k, PILOT_MEMBERS)
+    pilot = _timed_run(job, tmp / "pilot", min(full, 5), members=few)[1][0]
+    per_step = pilot["train_time_s"] / max(pilot["steps"], 1) * k / few  # at most (K members as one program)
+    for attempt in range(2):  # a second, longer slice when the first was too short to time
+        steps = max(min(full, 5), min(full, 5000, math.ceil(STEP_SECONDS / max(per_step, 1e-6))))
+        total, records = _timed_run(job, tmp / f"timed{attempt}", steps)
+        rec = records[0]
+        per_step = rec["train_time_s"] / rec["steps"]
+        if rec["train_time_s"] >= STEP_SECONDS / 2 or steps == full:
+            break
+    timed = Budget.of(n_train, replace(tc, max_steps=steps, eval_every=10**9, evals_per_epoch=1))
+    evals = k * (timed.evaluations * eval_pass + timed.test_evaluations * test_pass)
+    wall = statistics.fmean(r["wall_time_s"] for r in records)  # each member's: the population's
+    rest = max(0.0, (wall - rec["train_time_s"] - evals) / k)
+    outside = max(0.0, total - wall)
+    return Cost(rec["train_time_s"] / rec["steps"], eval_pass, test_pass, rest, outside, n_train, steps)
+
+
+def mean_cost(costs: list[Cost]) -> Cost:
+    """The mean of one kind's timings (its copies run side by side)."""
+    fields = ("step", "eval_pass", "test_pass", "rest", "outside")
+    return replace(costs[0], **{f: statistics.fmean(getattr(c, f) for c in costs) for f in fields})
+
+
+def launcher_cost(tmp: Path, device: str) -> tuple[float, float]:
+    """Seconds a Hydra multirun spends per command (start-up) and per job beyond the job's own run path,
+    from one-step linreg multiruns of 1 and 11 jobs."""
+    def once(n: int) -> float:
+        cmd = [sys.executable, "-m", "nesterov_bench.train", "-m", "task=linreg", "train.max_steps=1",
+               f"seed=range(0,{n})", f"results_dir={tmp / f'launcher{n}'}", "wandb.mode=disabled",
+               f"device={device}"]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+        if proc.returncode:
+            raise SystemExit(f"error: timing the launcher failed: {proc.stderr.strip().splitlines()[-1]}")
+        return time.perf_counter() - t
+
+    one, eleven = once(1), once(11)
+    return one, (eleven - one) / 10
+
+
+def lay_out(durations: list[float], workers: int) -> float:
+    """Wall time of jobs handed out in order to the first free of ``workers`` (joblib's dispatch)."""
+    free = [0.0] * workers
+    for d in durations:
+        i = min(range(workers), key=free.__getitem__)
+        free[i] += d
+    return max(free, default=0.0)
+
+
+def project(jobs: list[Job], costs: dict[str, Cost], per_job: float) -> list[dict]:
+    """One row per job kind: its runs, and the projected seconds of its runs' wall_time_s and of a job."""
+    rows = []
+    for job in jobs:
+        c = costs[cost_key(job)]
+        b = budget(job, CIFAR_TRAIN - job.cfg["task"]["val_size"]
+                   if job.task == "cifar10_cnn" and job.cfg["data"].get("generated") else c.n_train)
+        k = len(job.members)
+        run_part = b.total_steps * c.step + k * (b.evaluations * c.eval_pass
+                                                  + b.test_evaluations * c.test_pass + c.rest)
+        rows.append({"stage": job.stage, "task": job.task, "runs": job.runs, "jobs": job.count,
+                     "vectorized": job.vectorized, "steps": b.total_steps, "evaluations": b.evaluations,
+                     "run_s": run_part * job.count, "job_s": run_part + c.outside + per_job})
+    return rows
+
+
+def measured_minutes(st: Stage) -> pd.DataFrame:
+    """The profile's finished runs of a stage: task and minutes (a population's shared among members)."""
+    pattern = st.pattern or "*/" * st.depth + "seed=*/run.json"
+    rows = []
+    for p in st.stage_dir.glob(pattern) if st.stage_dir and st.stage_dir.is_dir() else []:
+        if store.is_finished(p.parent):
+            rec = json.loads(p.read_text())
+            vec = rec.get("vectorized") or {"members": 1, "index": 0}
+            rows.append({"task": rec["config"]["task"]["name"], "job": vec["index"] == 0,
+                         "minutes": rec["wall_time_s"] / vec["members"] / 60,
+                         "started_at": rec.get("started_at"), "finished_at": rec.get("finished_at")})
+    return pd.DataFrame(rows, columns=["task", "minutes", "job", "started_at", "finished_at"])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="full", help="the profile to project (default: full)")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides for every training stage")
+    ap.add_argument("--profile", default="paper", help="the profile to project (default: paper)")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--fraction", type=float, default=0.02, help="share of each task budget to time")
-    ap.add_argument("--data-root", default=str(REPO / "data"))
-    ap.add_argument("--data-source", default=str(REPO.parent / "shared" / "data"))
-    ap.add_argument("--json", default=None, help="also write the table here")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="jobs side by side (LAUNCHER=local; default 2): the timings run as many at a time")
+    ap.add_argument("--results", default="results", help="the run store --check reads (default: results)")
+    ap.add_argument("--check", action="store_true", help="set the projection beside the finished runs")
+    ap.add_argument("--stages", default=None, help="comma list: project only these stages")
+    ap.add_argument("--out", type=Path, default=BENCH,
+                    help="write OUT/estimate-<profile>[-<overrides>].json (default: results/bench)")
+    ap.add_argument("--readme", type=Path, default=None,
+                    help="rewrite this README's generated:estimate table from OUT's estimates")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite --readme's table from OUT's estimates (no timing)")
     args = ap.parse_args()
-    common = [f"device={args.device}", "wandb.mode=disabled", f"data.root={args.data_root}",
-              f"data.source={args.data_source}"]
-    stages = {st.name: st.runs for st in plan(args.profile, "results", None)}
-    tasks = str(compose_config([f"profile={args.profile}"]).sweep.tasks).split(",")
-    per_task = {"tune": stages["tune"] / len(tasks), "final": stages["final"] / len(tasks)}
-    extra_runs = {"linreg": ("seed000_linreg", 1000), "mnist_logreg": ("seed002_mnist", None),
-                  "quadratic": ("quadratic_theory", 1000)}
-    rows, total_s = [], 0.0
-    with tempfile.TemporaryDirectory() as tmp:
-        for task in tasks:
-            cfg = compose_config([f"profile={args.profile}", f"task={task}", "experiment=tune", "trial=4"])
-            paper_epochs = int(cfg.train.epochs)
-            epochs = max(1, round(paper_epochs * args.fraction))
-            m = measure(args.profile, task, epochs, common, Path(tmp) / task)
-            s_per_step = m["wall_s"] / m["steps"]
-            steps_per_epoch = m["steps"] / epochs
-            if task == "cifar10_cnn":  # generated: 4 x val_size training images; real: 50k minus val_size
-                n_val = int(cfg.task.val_size)
-                steps_per_epoch *= (CIFAR_TRAIN - n_val) / (4 * n_val - n_val)
-            run_s = paper_epochs * steps_per_epoch * s_per_step + m["startup_s"]
-            runs = per_task["tune"] + per_task["final"]
-            task_s = runs * run_s
-            if task in extra_runs:
-                stage, rec_epochs = extra_runs[task]
-                rec_run_s = (rec_epochs or paper_epochs) * steps_per_epoch * s_per_step + m["startup_s"]
-                task_s += stages[stage] * rec_run_s
-                runs += stages[stage]
-            total_s += task_s
-            rows.append({"task": task, "timed_epochs": epochs, "ms_per_step": 1000 * s_per_step,
-                         "startup_s": m["startup_s"], "paper_epochs": paper_epochs, "runs": runs,
-                         "hours": task_s / 3600, "device": m["device"]})
-            print(f"{task:13s} {1000 * s_per_step:7.2f} ms/step  start-up {m['startup_s']:5.1f} s  "
-                  f"{paper_epochs:5d} epochs x {int(runs):4d} runs -> {task_s / 3600:6.2f} h", flush=True)
-    print(f"{args.profile} profile, {sum(stages.values())} runs one after another on {rows[0]['device']}: "
-          f"about {total_s / 3600:.1f} h ({math.ceil(total_s / 60)} min)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "total_hours": total_s / 3600}, indent=2))
+    if args.render:
+        update_readme(args.readme or REPO / "README.md", args.out)
+        return
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        ap.error(f"{bad[0]!r} is not an override: write KEY=VALUE")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        task_overrides = [o for o in args.overrides if o.startswith("task.")]
+        overrides = [f"device={args.device}", *(o for o in args.overrides if o not in task_overrides)]
+        try:
+            stages = [st for st in plan(args.profile, str(tmp / "store"), None, overrides=overrides)
+                      if st.overrides]
+            checked = {st.name: st for st in plan(args.profile, args.results, None)} if args.check else {}
+            if args.stages:
+                wanted = set(args.stages.split(","))
+                stages = [st for st in stages if st.name in wanted]
+            jobs = [job for st in stages for job in jobs_of(st, str(tmp / "store"), task_overrides)]
+        except ConfigError as e:
+            raise SystemExit(f"error: {e}") from None
+        kinds = {cost_key(j): j for j in jobs}
+        print(f"profile {args.profile}: {sum(j.runs for j in jobs)} runs in {sum(j.count for j in jobs)} "
+              f"jobs of {len(kinds)} kinds; timing each kind on {args.device}", file=sys.stderr, flush=True)
+        costs = {}
+        # Each kind is timed as JOBS copies side by side (their mean), under the load its jobs run under:
+        # a multirun launches the jobs of one setting one after another, so they run beside each other.
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for i, (key, job) in enumerate(kinds.items()):
+                copies = [pool.submit(measure, job, tmp / f"kind{i}-{c}") for c in range(args.jobs)]
+                costs[key] = c = mean_cost([f.result() for f in copies])
+                print(f"  {job.stage:>24s} {job.task:13s} {job.cfg['optimizer']['name']:9s} "
+                      f"x{len(job.members):<4d} {1000 * c.step:8.2f} ms/step  eval "
+                      f"{1000 * c.eval_pass:7.1f} ms  test {1000 * c.test_pass:6.1f} ms  rest "
+                      f"{1000 * c.rest:5.0f} ms  outside {1000 * c.outside:5.0f} ms  "
+                      f"({c.timed_steps} steps timed)", file=sys.stderr, flush=True)
+        per_command, per_job = launcher_cost(tmp, args.device)
+    out = report(args, stages, pd.DataFrame(project(jobs, costs, per_job)), per_command, per_job, checked)
+    show(out)
+    slug = "-".join([args.profile, *(re.sub(r"[^A-Za-z0-9_.]+", "_", o) for o in args.overrides)])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"estimate-{slug}.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out / f'estimate-{slug}.json'}")
+    if args.readme:
+        update_readme(args.readme, args.out)
+
+
+def report(args, stages: list[Stage], rows: pd.DataFrame, per_command: float, per_job: float,
+           checked: dict[str, Stage]) -> dict:
+    """The projection as a record (what ``--out`` receives and the README's table is made from)."""
+    env = environment(resolve_device(args.device))
+    out = {"profile": args.profile, "overrides": args.overrides, "stages": args.stages,
+           "date": date.today().isoformat(), "device": env["device_name"],
+           "cpu_capability": env.get("cpu_capability"), "jobs_side_by_side": args.jobs,
+           "launcher_s_per_command": per_command, "launcher_s_per_job": per_job,
+           "runs": int(rows.runs.sum()), "rows": [],
+           "stage_wall_min": {}, "stage_measured_wall_min": {}}
+    serial = parallel = 0.0
+    for st in stages:
+        mine = rows[rows.stage == st.name]
+        durations = [r.job_s for r in mine.itertuples() for _ in range(r.jobs)]
+        commands = len({m for m, _ in st.modules})
+        serial += sum(durations) + commands * per_command
+        wall = lay_out(durations, args.jobs) + commands * per_command
+        parallel += wall
+        out["stage_wall_min"][st.name] = wall / 60
+        measured = measured_minutes(checked[st.name]) if st.name in checked else None
+        if measured is not None:  # the hours during which its finished runs were in progress
+            out["stage_measured_wall_min"][st.name] = 60 * occupied_hours(measured)
+        for task, sel in mine.groupby("task", sort=False):
+            entry = {"stage": st.name, "task": task, "runs": int(sel.runs.sum()), "jobs": int(sel.jobs.sum()),
+                     "projected_min": sel.run_s.sum() / 60}
+            if measured is not None:
+                m = measured[measured.task == task]
+                entry |= {"measured_min": float(m.minutes.sum()), "measured_runs": len(m),
+                          "measured_jobs": int(m.job.sum())}
+            out["rows"].append(entry)
+    out |= {"run_hours": rows.run_s.sum() / 3600, "serial_hours": serial / 3600,
+            "parallel_hours": parallel / 3600}
+    if checked:
+        out["measured_run_hours"] = sum(r["measured_min"] for r in out["rows"]) / 60
+        out["measured_runs"] = sum(r["measured_runs"] for r in out["rows"])
+        out["measured_wall_hours"] = sum(out["stage_measured_wall_min"].values()) / 60
+    return out
+
+
+def show(out: dict) -> None:
+    check = "measured_runs" in out
+    print(f"\n{'stage':24s} {'task':13s} {'runs':>5s} {'jobs':>5s} {'projected min':>13s}"
+          + (f" {'measured min':>12s} {'runs':>5s} {'jobs':>5s} {'ratio':>6s}" if check else ""))
+    for r in out["rows"]:
+        line = f"{r['stage']:24s} {r['task']:13s} {r['runs']:5d} {r['jobs']:5d} {r['projected_min']:13.1f}"
+        if check:
+            ratio = r["measured_min"] / r["projected_min"] if r["projected_min"] else math.nan
+            line += f" {r['measured_min']:12.1f} {r['measured_runs']:5d} {r['measured_jobs']:5d} {ratio:6.2f}"
+        print(line)
+    print(f"\nruns' own time (what the paper's time table counts): {60 * out['run_hours']:.0f} min "
+          f"({out['run_hours']:.2f} h) over {out['runs']} runs")
+    if check:
+        print(f"finished runs in the store: {60 * out['measured_run_hours']:.0f} min over "
+              f"{out['measured_runs']} runs, in progress during {out['measured_wall_hours']:.2f} h")
+    print(f"with the launcher, data loading and claims: {out['serial_hours']:.2f} h one job after another, "
+          f"{out['parallel_hours']:.2f} h with {out['jobs_side_by_side']} side by side (selection, analysis "
+          "and the PDF not included)")
+
+
+def markdown(estimates: list[dict]) -> str:
+    """The README's table: one row per committed projection (results/bench/estimate-*.json)."""
+    lines = ["| profile | overrides | device (date) | runs | runs' own time | finished runs' own time "
+             "(in progress) | one job after another | jobs side by side |", "|---" * 8 + "|"]
+    for e in estimates:
+        measured = (f"{e['measured_run_hours']:.2f} h over {e['measured_runs']} runs "
+                    f"({e['measured_wall_hours']:.2f} h)" if "measured_runs" in e else "--")
+        part = f" (stages {e['stages']})" if e.get("stages") else ""
+        lines.append(f"| {e['profile']}{part} | {' '.join(f'`{o}`' for o in e['overrides']) or '--'} | "
+                     f"{e['device']} {e['cpu_capability'] or ''} ({e['date']}) | {e['runs']} | "
+                     f"{e['run_hours']:.2f} h | {measured} | {e['serial_hours']:.2f} h | "
+                     f"{e['parallel_hours']:.2f} h ({e['jobs_side_by_side']}) |")
+    goals = []
+    for e in estimates:
+        if e["profile"] in GOAL_HOURS and not e.get("stages"):
+            goal, named = GOAL_HOURS[e["profile"]], "".join(f" `{o}`" for o in e["overrides"])
+            hours, jobs = e["parallel_hours"], e["jobs_side_by_side"]
+            goals.append(f"`{e['profile']}`{named}: {hours:.2f} h with {jobs} jobs side by side, "
+                         f"{hours / goal:.2f}x its goal of {goal:g} h")
+    return "\n".join(lines) + "\n" + ("\nAgainst the goal: " + "; ".join(goals) + ".\n" if goals else "")
+
+
+def update_readme(readme: Path, folder: Path) -> None:
+    estimates = sorted((json.loads(p.read_text()) for p in folder.glob("estimate-*.json")),
+                       key=lambda e: (e["profile"], bool(e.get("stages")), e["overrides"]))
+    if not store.replace_generated(readme, "estimate", markdown(estimates)):
+        raise SystemExit(f"error: {readme} has no generated:estimate block")
+    print(f"updated the estimate table in {readme} from {len(estimates)} projections in {folder}")
 
 
 if __name__ == "__main__":

@@ -362,12 +362,10 @@ def markdown(report: dict, correctness: dict | None = None) -> str:
 
 
 def write_readme(readme: Path, table: str) -> None:
-    text = readme.read_text()
-    start, end = "<!-- generated:gpu:start -->", "<!-- generated:gpu:end -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"error: {readme} has no {start} ... {end} markers")
-    head, rest = text.split(start, 1)
-    readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
+    from nesterov_bench.store import replace_generated
+
+    if not replace_generated(readme, "gpu", table):
+        raise SystemExit(f"error: {readme} has no generated:gpu markers")
 
 
 def main() -> None:

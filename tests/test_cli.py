@@ -17,6 +17,16 @@ def test_sweep_checks_every_swept_value():
         check_overrides(["-m", "optimizer.lr=0.1,-1", "seed=0,1"])
 
 
+def test_a_sweep_over_a_list_the_experiment_sweeps_is_refused_and_quoting_sets_it():
+    """``sweep.final_seeds=range(0,3)`` unquoted would launch every final run once per value of the list."""
+    with pytest.raises(ConfigError, match=r"sweep.final_seeds is a list the sweep reads.*='range"):
+        check_overrides(["-m", "experiment=final", "profile=smoke", "sweep.final_seeds=range(0,3)"])
+    with pytest.raises(ConfigError, match="sweep.tasks is a list the sweep reads"):
+        check_overrides(["-m", "experiment=tune", "profile=smoke", "sweep.tasks=linreg,quadratic"])
+    check_overrides(["-m", "experiment=seed000_linreg", "profile=smoke", "sweep.final_seeds='range(0,3)'"])
+    check_overrides(["-m", "experiment=noise_floor", "profile=smoke", "sweep.effective_lr=0.001,0.01"])
+
+
 def _assert_refused(proc, tmp_path: Path, expected: str):
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

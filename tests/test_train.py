@@ -94,6 +94,31 @@ def test_same_config_and_seed_give_identical_metrics_across_processes(tmp_path):
     assert other["final"]["train/loss"] != frames[0][frames[0].metric == "loss"].value.iloc[-1]
 
 
+def test_runs_in_one_process_share_its_loaded_data_and_their_numbers_do_not_change(tmp_path, monkeypatch):
+    """train.load_data: the runs of one task in one process (a sweep's worker) load its data once; a run
+    after another in the same process gives the numbers a fresh process gives (the data is never written)."""
+    from nesterov_bench import train as train_module
+    from nesterov_bench.config import resolve
+
+    monkeypatch.setattr(train_module, "_LOADED", {})
+    small = ["task=mnist_mlp", "optimizer=nesterov", *SMALL_IMAGES, "train.max_steps=8", "train.log_every=1"]
+    s = resolve(compose_config(overrides(tmp_path, *small)))
+    assert train_module.load_data(s) is train_module.load_data(s)
+    other = resolve(compose_config(overrides(tmp_path, *small, "task.train_size=256")))
+    assert train_module.load_data(other) is not train_module.load_data(s)
+    train_module.load_data(resolve(compose_config(overrides(tmp_path, "task=linreg"))))
+    assert len(train_module._LOADED) == train_module.LOADED_KEEP
+    frames = []
+    for name in ("a", "b"):  # the second run's data comes from the first's load
+        record = train(tmp_path / name, *small, "seed=1")
+        frames.append(pd.read_parquet(f"{record['run_dir']}/metrics.parquet").drop(columns="time_s"))
+    pd.testing.assert_frame_equal(frames[0], frames[1], check_exact=True)
+    proc = cli(f"results_dir={tmp_path / 'fresh'}", *small, "seed=1", *DATA, "wandb.mode=disabled")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (f,) = (tmp_path / "fresh").glob("runs/**/metrics.parquet")
+    pd.testing.assert_frame_equal(frames[0], pd.read_parquet(f).drop(columns="time_s"), check_exact=True)
+
+
 def test_nan_loss_ends_run_as_diverged_and_keeps_metrics(tmp_path):
     record = train(tmp_path, "task=linreg", "optimizer=momentum", "optimizer.lr=1e6",
                    "train.epochs=5", "train.log_every=1")
@@ -186,3 +211,25 @@ def test_a_full_batch_run_logs_every_log_every_steps_not_every_step(tmp_path):
     logged = rows[rows.metric == "batch_loss"].step.tolist()
     assert logged == [10, 20, 25]
     assert sorted(rows[rows.metric == "suboptimality"].step.unique()) == [0, 5, 10, 15, 20, 25]
+
+
+@pytest.mark.parametrize("extra", [
+    [],  # 1000 examples at batch 32: 32 steps an epoch, the last one short
+    ["train.evals_per_epoch=3", "train.eval_test=last"],
+    ["train.evals_per_epoch=4", "train.max_steps=70"],  # cut short mid-epoch, after two mid-epoch points
+    ["train.eval_every=2", "train.max_steps=96"],  # cut at an epoch's end that is not an evaluation epoch
+    ["train.eval_every=2", "train.evals_per_epoch=2"],
+    ["train.batch_size=full", "train.epochs=7", "train.eval_every=3", "train.evals_per_epoch=5"],
+    ["train.batch_size=1000", "train.max_steps=4", "train.eval_test=last"],
+])
+def test_budget_counts_the_steps_and_evaluations_a_run_makes(tmp_path, extra):
+    """loop.Budget (what scripts/estimate_paper_time.py projects from) is the schedule the loop follows."""
+    from nesterov_bench.config import resolve
+    from nesterov_bench.loop import Budget
+
+    over = ["task=linreg", "optimizer=gd", "optimizer.lr=0.001", "train.epochs=3", *extra]
+    record = train(tmp_path, *over)
+    rows = pd.read_parquet(f"{record['run_dir']}/metrics.parquet")
+    b = Budget.of(1000, resolve(compose_config(overrides(tmp_path, *over))).train)
+    assert (b.total_steps, b.evaluations, b.test_evaluations) == (
+        record["steps"], rows[rows.split == "val"].step.nunique(), rows[rows.split == "test"].step.nunique())

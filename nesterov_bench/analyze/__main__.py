@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..store import write_atomic
+from ..store import replace_generated, write_atomic
 from . import claims as claims_mod
 from . import figures, noisy, numbers, quadratic, tables
 from .load import load
@@ -124,13 +124,7 @@ def readme_block(study: Study, out: Path, readme: Path, built: dict, source: str
 
 
 def update_readme(readme: Path, block: str) -> bool:
-    text = readme.read_text()
-    if START not in text or END not in text:
-        return False
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    write_atomic(readme, lambda p: p.write_text(head + block + tail))
-    return True
+    return replace_generated(readme, "results", block.removeprefix(START + "\n").removesuffix(END))
 
 
 def main(argv: list[str] | None = None) -> None:
