@@ -303,7 +303,7 @@ def main() -> None:
     ap.add_argument("--check", action="store_true", help="set the projection beside the finished runs")
     ap.add_argument("--stages", default=None, help="comma list: project only these stages")
     ap.add_argument("--out", type=Path, default=BENCH,
-                    help="write OUT/estimate-<profile>[-<overrides>].json (default: results/bench)")
+                    help="write OUT/estimate-<profile>[-<stages>][-<overrides>].json (default results/bench)")
     ap.add_argument("--readme", type=Path, default=None,
                     help="rewrite this README's generated:estimate table from OUT's estimates")
     ap.add_argument("--render", action="store_true",
@@ -347,10 +347,11 @@ def main() -> None:
         per_command, per_job = launcher_cost(tmp, args.device)
     out = report(args, stages, pd.DataFrame(project(jobs, costs, per_job)), per_command, per_job, checked)
     show(out)
-    slug = "-".join([args.profile, *(re.sub(r"[^A-Za-z0-9_.]+", "_", o) for o in args.overrides)])
+    parts = [args.profile, *([f"stages={args.stages}"] if args.stages else []), *args.overrides]
+    path = args.out / f"estimate-{'-'.join(re.sub(r'[^A-Za-z0-9_.]+', '_', p) for p in parts)}.json"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"estimate-{slug}.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out / f'estimate-{slug}.json'}")
+    store.write_atomic(path, lambda p: p.write_text(json.dumps(out, indent=2) + "\n"))
+    print(f"wrote {path}")
     if args.readme:
         update_readme(args.readme, args.out)
 
