@@ -133,6 +133,15 @@ class Budget:
         return cls(full_batch, bs, spe, total, mid, evaluations, 1 if tc.eval_test == "last" else evaluations)
 
 
+def evaluation_splits(data: Data, tc: TrainConfig) -> dict[str, Split]:
+    """What each evaluation scores: the training split's first ``train.eval_train_size`` examples (a
+    fixed subset of the already-shuffled split, the same for every run), then the task's validation and
+    test splits."""
+    train = data.train
+    ets = len(train) if tc.eval_train_size is None else min(tc.eval_train_size, len(train))
+    return {"train": Split(train.x[:ets], train.y[:ets]), **data.evaluation_splits()}
+
+
 def fit(
     task: Task,
     model: nn.Module,
@@ -201,9 +210,7 @@ def fit_members(
     budget = Budget.of(n, tc)
     full_batch, bs, steps_per_epoch = budget.full_batch, budget.batch_size, budget.steps_per_epoch
     total_steps, mid_epoch = budget.total_steps, budget.mid_epoch
-    ets = n if tc.eval_train_size is None else min(tc.eval_train_size, n)
-    # A fixed subset (the first examples of the already-shuffled split): the same for every run.
-    eval_splits = {"train": Split(train.x[:ets], train.y[:ets]), **data.evaluation_splits()}
+    eval_splits = evaluation_splits(data, tc)
     watch = _Stopwatch(train.x.device)
     schedules = Schedules(tc.lr_schedule, tc.momentum_schedule, total_steps)
     # gradient noise (the noisy quadratic): member k's own stream, seeded from its batch-order seed

@@ -83,22 +83,35 @@ def by_vectorizing(cfg: DictConfig, params: dict[str, str]) -> list[tuple[str, l
     return [(module, ts) for module, ts in (("members", together), ("train", alone)) if ts]
 
 
-def sweep_size(overrides: list[str], cfg: DictConfig, params: dict[str, str]) -> tuple[int, Path]:
-    """Runs a multirun will launch (the product of its swept values) and where they land."""
+def swept(overrides: list[str], params: dict[str, str]) -> dict[str, list[str]]:
+    """Each key a multirun sweeps, with its values: the experiment's sweeper ``params`` that the
+    overrides do not set, and the overrides' own sweeps."""
     explicit = {o.split("=", 1)[0] for o in overrides if "=" in o}
-    sizes = [len(swept_values(key, value)) for key, value in params.items() if key not in explicit]
+    values = {key: swept_values(key, value) for key, value in params.items() if key not in explicit}
     parser = OverridesParser.create()
     for o in overrides:
         parsed = parser.parse_override(o)
         if parsed.is_sweep_override():
-            sizes.append(len(list(parsed.sweep_string_iterator())))
+            values[parsed.get_key_element()] = list(parsed.sweep_string_iterator())
+    return values
+
+
+def sweep_size(overrides: list[str], cfg: DictConfig, params: dict[str, str]) -> tuple[int, Path]:
+    """Runs a multirun will launch (the product of its swept values) and where they land."""
     stage_dir = Path(cfg.results_dir) / "runs" / cfg.experiment_name / cfg.stage
-    return math.prod(sizes), stage_dir
+    return math.prod(len(v) for v in swept(overrides, params).values()), stage_dir
+
+
+def run_files(st: Stage) -> list[Path]:
+    """The run.json of each finished run of a training stage."""
+    if st.stage_dir is None or not st.stage_dir.is_dir():
+        return []
+    pattern = st.pattern or "*/" * st.depth + "seed=*/run.json"
+    return [p for p in st.stage_dir.glob(pattern) if store.is_finished(p.parent)]
 
 
 def finished(st: Stage) -> int:
-    pattern = st.pattern or "*/" * st.depth + "seed=*/run.json"
-    return sum(store.is_finished(p.parent) for p in st.stage_dir.glob(pattern))
+    return len(run_files(st))
 
 
 def launchers() -> list[str]:

@@ -7,7 +7,7 @@ measured per-step and per-evaluation costs.
 
 Every training stage of ``reproduce.plan`` (tune, final, the recipes, the studies, the width sweep) is
 expanded into the jobs its Hydra multirun launches -- one per run for the tasks ``train`` trains, one
-vectorized population per setting for those ``members`` trains (``population.vectorizes``) -- and each
+vectorized population per setting for those ``members`` trains (``reproduce.by_vectorizing``) -- and each
 job into its steps and evaluations (``loop.Budget``, the schedule the loop itself follows). Each kind of
 job (a task, its sizes, batch, evaluation subset, optimizer and population size) is timed once, here, on
 the real run path (``train.run_all`` for a slice of its steps, into a temporary store): seconds per
@@ -57,19 +57,16 @@ sys.path.insert(0, str(REPO))
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from hydra.core.override_parser.overrides_parser import OverridesParser  # noqa: E402
 
 from nesterov_bench import store  # noqa: E402
 from nesterov_bench.analyze.tables import occupied_hours  # noqa: E402
-from nesterov_bench.config import compose, plain, resolve, resolve_device, sweeper_params, swept_values  # noqa: E402
+from nesterov_bench.config import compose, plain, resolve, resolve_device, sweeper_params  # noqa: E402
 from nesterov_bench.data import missing  # noqa: E402
 from nesterov_bench.env import environment  # noqa: E402
 from nesterov_bench.errors import ConfigError  # noqa: E402
-from nesterov_bench.loop import Budget  # noqa: E402
+from nesterov_bench.loop import Budget, evaluation_splits  # noqa: E402
 from nesterov_bench.members import member_configs  # noqa: E402
-from nesterov_bench.population import vectorizes  # noqa: E402
-from nesterov_bench.reproduce import Stage, plan  # noqa: E402
-from nesterov_bench.tasks import Split  # noqa: E402
+from nesterov_bench.reproduce import Stage, plan, run_files, swept  # noqa: E402
 from nesterov_bench.train import configure_torch, derived_seed, run_all  # noqa: E402
 
 BENCH = REPO / "results" / "bench"
@@ -115,27 +112,13 @@ class Cost:
     timed_steps: int = 0
 
 
-def swept(base: list[str]) -> tuple[list[str], dict[str, list[str]], set[str]]:
-    """A stage's fixed overrides, its swept keys with their values (the experiment's sweeper params
-    and sweeps given as overrides), and which of them come from the command line."""
-    parser = OverridesParser.create()
-    fixed, sweeps = [], {}
-    for o in base:
-        parsed = parser.parse_override(o)
-        if parsed.is_sweep_override():
-            sweeps[parsed.get_key_element()] = list(parsed.sweep_string_iterator())
-        else:
-            fixed.append(o)
-    explicit = {o.split("=", 1)[0] for o in fixed} | set(sweeps)
-    params = {k: swept_values(k, v) for k, v in sweeper_params(fixed).items() if k not in explicit}
-    return fixed, {**params, **sweeps}, set(sweeps)
-
-
 def jobs_of(st: Stage, results: str, task_overrides: list[str] = ()) -> list[Job]:
     """The jobs a training stage launches, grouped by setting (what ``members -m`` makes one job of).
     ``task_overrides`` (``task.KEY=VALUE``) apply to the jobs whose task has KEY."""
-    fixed, values, from_command_line = swept(st.base)
-    grouped = {"seed", "trial"} | ({"optimizer.lr"} & from_command_line)  # members.group_sweep's rule
+    own = swept(st.base, {})  # the overrides' own sweeps
+    fixed = [o for o in st.base if o.split("=", 1)[0] not in own]
+    values = swept(st.base, sweeper_params(fixed))
+    grouped = {"seed", "trial"} | ({"optimizer.lr"} & set(own))  # members.group_sweep's rule
     together = {t for module, tasks in st.modules if module == "members" for t in tasks}
     member_keys = [k for k in values if k in grouped]
     other_keys = [k for k in values if k not in grouped]
@@ -156,7 +139,7 @@ def jobs_of(st: Stage, results: str, task_overrides: list[str] = ()) -> list[Job
                 "CIFAR10", cfg["data"]["root"], cfg["data"].get("source")):
             cfg["data"]["generated"] = True  # its real shape; project() scales to its real training set
         members = member_configs({**cfg, "members": {**cfg["members"], **lists}})
-        if task in together and vectorizes(task, resolve(cfg).device, cfg["members"]["vectorize"]):
+        if task in together:  # (reproduce.by_vectorizing: where population.vectorizes says so)
             jobs.append(Job(st.name, task, cfg, members, True))
         else:
             jobs.append(Job(st.name, task, cfg, members[:1], False, count=len(members)))
@@ -195,8 +178,7 @@ def measure(job: Job, tmp: Path) -> Cost:
     data = s.task.load_data(s.cfg["data"], s.device)
     n_train = len(data.train)
     tc = s.train
-    ets = n_train if tc.eval_train_size is None else min(tc.eval_train_size, n_train)
-    splits = {"train": Split(data.train.x[:ets], data.train.y[:ets]), **data.evaluation_splits()}
+    splits = evaluation_splits(data, tc)
     torch.manual_seed(derived_seed(s.seed, 0))
     model = s.task.build_model().to(s.device).eval()
     passes = {}
@@ -280,15 +262,13 @@ def project(jobs: list[Job], costs: dict[str, Cost], per_job: float) -> list[dic
 
 def measured_minutes(st: Stage) -> pd.DataFrame:
     """The profile's finished runs of a stage: task and minutes (a population's shared among members)."""
-    pattern = st.pattern or "*/" * st.depth + "seed=*/run.json"
     rows = []
-    for p in st.stage_dir.glob(pattern) if st.stage_dir and st.stage_dir.is_dir() else []:
-        if store.is_finished(p.parent):
-            rec = json.loads(p.read_text())
-            vec = rec.get("vectorized") or {"members": 1, "index": 0}
-            rows.append({"task": rec["config"]["task"]["name"], "job": vec["index"] == 0,
-                         "minutes": rec["wall_time_s"] / vec["members"] / 60,
-                         "started_at": rec.get("started_at"), "finished_at": rec.get("finished_at")})
+    for p in run_files(st):
+        rec = json.loads(p.read_text())
+        vec = rec.get("vectorized") or {"members": 1, "index": 0}
+        rows.append({"task": rec["config"]["task"]["name"], "job": vec["index"] == 0,
+                     "minutes": rec["wall_time_s"] / vec["members"] / 60,
+                     "started_at": rec.get("started_at"), "finished_at": rec.get("finished_at")})
     return pd.DataFrame(rows, columns=["task", "minutes", "job", "started_at", "finished_at"])
 
 
