@@ -259,6 +259,9 @@ def test_offline_copy_problem_reads_a_real_run_and_a_cut_copy(fresh, tmp_path, c
 def test_wandb_log_write_errors_are_one_line_per_handler(fresh, tmp_path, capsys, caplog):
     tracking.contain_wandb_log_errors()
     logger = logging.getLogger("wandb")
+    # W&B sets its logger to DEBUG in wandb.init; alone in a process it is at the root's WARNING, and
+    # an info record would reach no handler (this test then passed only after a wandb.init ran in its worker)
+    caplog.set_level(logging.DEBUG, logger="wandb")
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 -- closed below
     handler.stream.close()  # every emit fails, as on a full disk
     handler.baseFilename = "/x/debug.log"
