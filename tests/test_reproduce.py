@@ -140,6 +140,35 @@ def test_analysis_leaves_out_another_profiles_broken_runs(tmp_path, monkeypatch)
 
 # --- item 9: overrides pass through; datasets are checked before the first run ---------------------
 
+def test_progress_bar_counts_the_runs_of_each_stage_as_they_finish(tmp_path, monkeypatch, capsys):
+    """On a terminal one bar counts finished runs (the watcher reads only new run.json files); in a log
+    there is no watcher, and each stage's line says how many of its runs finished."""
+    root = tmp_path / "results"
+    stage = reproduce.Stage("tune", ["experiment=tune"], runs=3, stage_dir=root / "runs" / "quick" / "tune")
+
+    def one_run(cmd, log):  # each command finishes one run; the second lets the watcher look once
+        write_run(root, task="linreg", opt="gd", lr=next(made), seed=0, stage="tune", tau=100)
+        if cmd == ["b"]:
+            time.sleep(2.5)
+        return 0
+
+    monkeypatch.setattr(reproduce, "commands", lambda st, args: [["a"], ["b"], ["c"]])
+    monkeypatch.setattr(reproduce, "run_logged", one_run)
+    args = argparse.Namespace(profile="quick")
+    for tty in (True, False):  # the second pass: three more runs, in a log
+        made = iter([0.01, 0.1, 1.0]) if tty else iter([0.03, 0.3, 3.0])
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty)
+        stage.runs = 3 if tty else 6
+        (tmp_path / "logs").mkdir(exist_ok=True)
+        reproduce._run_stages(args, [stage], tmp_path / "logs")
+        out, err = capsys.readouterr()
+        if tty:
+            assert "3/3" in err and "stage tune" not in out
+        else:
+            assert out.splitlines() == ["3 runs already finished: resuming",
+                                        f"stage tune: 6/6 runs finished, {out.split()[-2]} s"]
+
+
 def test_dry_run_passes_overrides_to_every_training_stage(capsys):
     reproduce.main(["--profile", "full", "--dry-run", "data.download=true"])
     out, err = capsys.readouterr()
