@@ -9,6 +9,7 @@ that it leaves a README and a paper/generated alone).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -17,9 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from nesterov_bench import reproduce
+from nesterov_bench import reproduce, store
 from nesterov_bench import select as selection
 from nesterov_bench.analyze.__main__ import build
 from nesterov_bench.analyze.__main__ import main as analyze_main
@@ -276,3 +278,31 @@ def test_paper_profile_has_the_seeds_the_power_analysis_asks_for():
     assert need, "the committed analysis reports no power analysis for claim (i)"
     seeds = swept_values("seed", str(compose(["profile=paper"]).sweep.final_seeds))
     assert len(seeds) >= max(10, int(need.group(1)))
+
+
+# --- scripts/compare_stores.py: two makings of a store, run by run ----------------------------------
+
+def test_compare_stores_counts_identical_close_different_and_lone_runs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        for lr in (0.01, 0.1, 1.0):
+            write_run(root, task="linreg", opt="gd", lr=lr, seed=0, stage="tune", tau=100)
+    write_run(a, task="linreg", opt="gd", lr=3.0, seed=0, stage="tune", tau=100)  # only in a
+
+    def nudge(run_dir: Path, factor: float) -> None:
+        m = pd.read_parquet(run_dir / "metrics.parquet")
+        m.loc[m.index[-1], "value"] *= factor
+        store.write_metrics(run_dir / "metrics.parquet", m.to_dict("records"))
+
+    gd = b / "runs" / "quick" / "tune" / "linreg" / "gd"
+    nudge(gd / "lr=0.1" / "seed=0", 1 + 1e-9)
+    nudge(gd / "lr=1" / "seed=0", 1.01)
+    cmd = [sys.executable, "scripts/compare_stores.py", str(a), str(b), "--json", str(tmp_path / "c.json")]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    row = json.loads((tmp_path / "c.json").read_text())["rows"][0]
+    assert {k: row[k] for k in ("identical", "close", "different", "only_a", "only_b")} == {
+        "identical": 1, "close": 1, "different": 1, "only_a": 1, "only_b": 0}
+    assert "largest relative difference" in out and "lr=1/seed=0" in out
+    bad = subprocess.run([sys.executable, "scripts/compare_stores.py", str(a), str(tmp_path / "none")],
+                         cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.splitlines()) == 1
