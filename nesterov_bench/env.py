@@ -61,6 +61,12 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def host() -> dict:
+    """The machine and code a command ran on: CPU, its core count and vector kernels, host name, commit."""
+    keep = ("hostname", "cpu", "cpu_count", "cpu_capability", "torch", "git_commit", "git_dirty")
+    return {k: _static()[k] for k in keep}
+
+
 def environment(device: torch.device) -> dict:
     """Versions, hardware, commit; the device is named by the GPU model on CUDA, else the CPU."""
     env = dict(_static())

@@ -22,6 +22,7 @@ one line, exit 130) redoes only what was unfinished.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import signal
 import subprocess
@@ -29,6 +30,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hydra import initialize_config_dir
@@ -41,6 +43,7 @@ from . import CONF_DIR, minibatch, store
 from .analyze.outputs import destinations, typeset
 from .config import check_list_sweeps, compose, resolve_device, sweeper_params, swept_values
 from .data import missing
+from .env import host
 from .errors import ConfigError
 from .population import vectorizes
 from .tasks import TASKS
@@ -116,6 +119,64 @@ def run_files(st: Stage) -> list[Path]:
 
 def finished(st: Stage) -> int:
     return len(run_files(st))
+
+
+class Timing:
+    """``<results>/timing/<profile>.json``: the wall time of each ``reproduce`` of a profile, stage by stage.
+
+    Each command is a sitting, appended to the file's ``sittings``: when it started, on what (host, commit,
+    launcher), how many runs were already finished (0: from an empty store), each stage's seconds and
+    finished runs as it ends, and how the sitting ended (done, failed, interrupted). A heartbeat every
+    ``BEAT`` seconds keeps ``last_seen_at`` current, so a sitting killed outright (SIGKILL, a lost
+    machine) still says how long it ran, to within a beat. A resumed reproduce adds a sitting; the time
+    of a profile is the sum over its sittings (``total_hours``), the pauses between them not counted.
+    Written atomically, so a kill never leaves half a file."""
+
+    BEAT = 60.0
+
+    def __init__(self, results: str, profile: str, launcher: str | None, finished_before: int) -> None:
+        self.path = Path(results) / "timing" / f"{profile}.json"
+        try:
+            self.record = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.record = {"profile": profile, "sittings": []}
+        self.sitting = {"started_at": _now(), "last_seen_at": _now(), "outcome": "running",
+                        "launcher": launcher, "finished_before": finished_before, **host(), "stages": []}
+        self.record["sittings"].append(self.sitting)
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.write()
+        threading.Thread(target=self._beat, daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.BEAT):
+            self.write()
+
+    def stage(self, name: str, seconds: float, runs: int, finished: int | None, whole: bool = True) -> None:
+        """A stage's seconds in this sitting; ``whole=False``: it was cut short (its finished runs so far)."""
+        self.sitting["stages"].append({"stage": name, "seconds": round(seconds, 1), "runs": runs,
+                                       "finished": finished, "whole": whole})
+        self.write()
+
+    def end(self, outcome: str) -> None:
+        self.stop.set()
+        self.sitting["outcome"] = outcome
+        self.write()
+
+    def write(self) -> None:
+        with self.lock:
+            self.sitting["last_seen_at"] = _now()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            store.write_json(self.path, self.record)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def total_hours(record: dict) -> float:
+    """A timing record's hours over all its sittings (each from its start to its last sign of life)."""
+    return sum((datetime.fromisoformat(s["last_seen_at"]) - datetime.fromisoformat(s["started_at"]))
+               .total_seconds() for s in record["sittings"]) / 3600
 
 
 def launchers() -> list[str]:
@@ -281,12 +342,16 @@ def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     minibatch.ensure()  # the points ${batch_setting:} reads (committed: recomputed only for new settings)
-    _run_stages(args, stages, logs)
+    timing = _run_stages(args, stages, logs)
+    t_pdf = time.perf_counter()
     try:
         pdf = "no PDF (--no-pdf)" if args.no_pdf else typeset(dest, logs / f"{args.profile}-pdf.log")
     except RuntimeError as e:
+        timing.end("failed: pdf")
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    timing.stage("pdf", time.perf_counter() - t_pdf, 0, None)
+    timing.end("done")
     tuned = store.tuned_path(args.results, args.profile)  # (the selected hyperparameters)
     if dest.is_paper:
         where = f"tables, figures and numbers in {dest.out}" + (
@@ -297,13 +362,15 @@ def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
           f"hyperparameters in {tuned}; {where}; {pdf}")
 
 
-def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> None:
-    """Each stage's commands in order, logged to ``logs``; one progress bar counts finished runs (on a
-    terminal; in CI logs one line per stage). A failed stage ends reproduce with its log's last lines."""
+def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> Timing:
+    """Each stage's commands in order, logged to ``logs`` and timed (``Timing``); one progress bar counts
+    finished runs (on a terminal; in CI logs one line per stage). A failed stage ends reproduce with its
+    log's last lines."""
     train_stages = [st for st in stages if st.overrides]
     known = {p for st in train_stages for p in run_files(st)}  # finished run.json files, counted once
     if known:
         print(f"{len(known)} runs already finished: resuming", flush=True)
+    timing = Timing(args.results, args.profile, args.launcher, len(known))
     interactive = sys.stderr.isatty()
     bar = tqdm(total=sum(st.runs for st in stages), initial=len(known), unit="run", dynamic_ncols=True,
                disable=not interactive)
@@ -320,6 +387,7 @@ def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> No
 
     if interactive:  # without a bar (a log, CI), each stage's line below says how far it got
         threading.Thread(target=watch, daemon=True).start()
+    t_stage = time.perf_counter()
     try:
         for st in stages:
             running[0] = st
@@ -335,11 +403,14 @@ def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> No
                 known.update(run_files(st))
                 bar.n = len(known)
                 bar.refresh()
+            count = finished(st) if st.overrides else None
+            timing.stage(st.name, time.perf_counter() - t_stage, st.runs, count)
             if not interactive:
-                done = f"{finished(st)}/{st.runs} runs finished, " if st.overrides else ""
+                done = f"{count}/{st.runs} runs finished, " if st.overrides else ""
                 print(f"stage {st.name}: {done}{time.perf_counter() - t_stage:.0f} s", flush=True)
             lines = log_path.read_text().splitlines()
             if code != 0:
+                timing.end(f"failed: stage {st.name}")
                 bar.close()
                 print(f"stage {st.name} failed (exit {code}); last lines of {log_path}:", file=sys.stderr)
                 print("\n".join(lines[-15:]), file=sys.stderr)
@@ -347,11 +418,16 @@ def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> No
             for w in (ln for ln in lines if st.name.endswith("select") and ln.startswith("warning")):
                 tqdm.write(w)
     except KeyboardInterrupt:
+        st = running[0]
+        timing.stage(st.name, time.perf_counter() - t_stage, st.runs, finished(st) if st.overrides else None,
+                     whole=False)
+        timing.end("interrupted")
         bar.leave = False  # the one line main prints replaces the bar
         raise
     finally:
         stop.set()
         bar.close()
+    return timing
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ from nesterov_bench.env import environment  # noqa: E402
 from nesterov_bench.errors import ConfigError  # noqa: E402
 from nesterov_bench.loop import Budget, evaluation_splits  # noqa: E402
 from nesterov_bench.members import member_configs  # noqa: E402
-from nesterov_bench.reproduce import Stage, plan, run_files, swept  # noqa: E402
+from nesterov_bench.reproduce import Stage, plan, run_files, swept, total_hours  # noqa: E402
 from nesterov_bench.train import configure_torch, derived_seed, run_all  # noqa: E402
 
 BENCH = REPO / "results" / "bench"
@@ -290,7 +290,7 @@ def main() -> None:
                     help="only rewrite --readme's table from OUT's estimates (no timing)")
     args = ap.parse_args()
     if args.render:
-        update_readme(args.readme or REPO / "README.md", args.out)
+        update_readme(args.readme or REPO / "README.md", args.out, Path(args.results) / "timing")
         return
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
@@ -333,7 +333,7 @@ def main() -> None:
     store.write_atomic(path, lambda p: p.write_text(json.dumps(out, indent=2) + "\n"))
     print(f"wrote {path}")
     if args.readme:
-        update_readme(args.readme, args.out)
+        update_readme(args.readme, args.out, Path(args.results) / "timing")
 
 
 def report(args, stages: list[Stage], rows: pd.DataFrame, per_command: float, per_job: float,
@@ -395,8 +395,34 @@ def show(out: dict) -> None:
           "and the PDF not included)")
 
 
-def markdown(estimates: list[dict]) -> str:
-    """The README's table: one row per committed projection (results/bench/estimate-*.json)."""
+def timed(record: dict) -> str | None:
+    """One line for a profile's timing record (``reproduce.Timing``): its hours against the goal, in how
+    many sittings, from an empty store or not, on which host and commit, and the minutes per stage."""
+    sittings = record["sittings"]
+    if record["profile"] not in GOAL_HOURS or not sittings:
+        return None
+    hours, goal = total_hours(record), GOAL_HOURS[record["profile"]]
+    minutes: dict[str, float] = {}
+    for s in sittings:
+        for g in s["stages"]:
+            minutes[g["stage"]] = minutes.get(g["stage"], 0.0) + g["seconds"] / 60
+    hosts = sorted({f"{s['cpu']} ({s['cpu_count']} cores, {s['cpu_capability']})" for s in sittings})
+    commits = sorted({(s["git_commit"] or "?")[:7] + ("+" if s["git_dirty"] else "") for s in sittings})
+    start = "from an empty store" if sittings[0]["finished_before"] == 0 else (
+        f"resuming {sittings[0]['finished_before']} finished runs")
+    state = "done" if sittings[-1]["outcome"] == "done" else f"not done: {sittings[-1]['outcome']}"
+    launcher = sittings[0]["launcher"]
+    stages = ", ".join(f"{name} {m:.0f}" for name, m in minutes.items())
+    return (f"Timed: `make reproduce PROFILE={record['profile']}"
+            f"{f' LAUNCHER={launcher}' if launcher else ''}` {start}, {sittings[0]['started_at'][:10]}: "
+            f"**{hours:.2f} h**, {hours / goal:.2f}x its goal of {goal:g} h ({state}; {len(sittings)} "
+            f"sitting{'s' if len(sittings) > 1 else ''}, pauses not counted; {'; '.join(hosts)}; commit "
+            f"{', '.join(commits)}). Minutes per stage: {stages}.")
+
+
+def markdown(estimates: list[dict], timings: list[dict] = ()) -> str:
+    """The README's table: one row per committed projection (results/bench/estimate-*.json), then the
+    goal line, and a line per timed reproduce (results/timing/<profile>.json)."""
     lines = ["| profile | overrides | device (date) | runs | runs' own time | finished runs' own time "
              "(in progress) | one job after another | jobs side by side |", "|---" * 8 + "|"]
     for e in estimates:
@@ -414,13 +440,16 @@ def markdown(estimates: list[dict]) -> str:
             hours, jobs = e["parallel_hours"], e["jobs_side_by_side"]
             goals.append(f"`{e['profile']}`{named}: {hours:.2f} h with {jobs} jobs side by side, "
                          f"{hours / goal:.2f}x its goal of {goal:g} h")
-    return "\n".join(lines) + "\n" + ("\nAgainst the goal: " + "; ".join(goals) + ".\n" if goals else "")
+    text = "\n".join(lines) + "\n" + ("\nAgainst the goal: " + "; ".join(goals) + ".\n" if goals else "")
+    times = [line for line in map(timed, timings) if line]
+    return text + "".join(f"\n{line}\n" for line in times)
 
 
-def update_readme(readme: Path, folder: Path) -> None:
+def update_readme(readme: Path, folder: Path, timing: Path) -> None:
     estimates = sorted((json.loads(p.read_text()) for p in folder.glob("estimate-*.json")),
                        key=lambda e: (e["profile"], bool(e.get("stages")), e["overrides"]))
-    if not store.replace_generated(readme, "estimate", markdown(estimates)):
+    timings = [json.loads(p.read_text()) for p in sorted(timing.glob("*.json"))]
+    if not store.replace_generated(readme, "estimate", markdown(estimates, timings)):
         raise SystemExit(f"error: {readme} has no generated:estimate block")
     print(f"updated the estimate table in {readme} from {len(estimates)} projections in {folder}")
 

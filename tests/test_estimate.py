@@ -56,6 +56,32 @@ def test_lay_out_hands_jobs_to_the_first_free_worker():
     assert est.lay_out([], 2) == 0
 
 
+def test_a_timed_reproduce_is_a_line_against_the_goal(tmp_path):
+    """reproduce's timing record (two sittings: one cut short by a kill, one resumed to the end) becomes the
+    README's "Timed" line: hours summed over sittings, pauses left out, minutes per stage summed."""
+    est = _module()
+    where = {"launcher": "local", "cpu": "CPU X", "cpu_count": 2, "cpu_capability": "AVX2",
+             "git_commit": "abcdef0123", "git_dirty": False, "hostname": "h", "torch": "2"}
+    record = {"profile": "paper", "sittings": [
+        {**where, "started_at": "2026-11-30T10:00:00+00:00", "last_seen_at": "2026-11-30T11:00:00+00:00",
+         "outcome": "running", "finished_before": 0, "stages": [{"stage": "tune", "seconds": 1800.0}]},
+        {**where, "started_at": "2026-12-01T09:00:00+00:00", "last_seen_at": "2026-12-01T10:30:00+00:00",
+         "outcome": "done", "finished_before": 900,
+         "stages": [{"stage": "tune", "seconds": 2400.0}, {"stage": "final", "seconds": 600.0}]}]}
+    line = est.timed(record)
+    assert "from an empty store" in line and "**2.50 h**, 1.25x its goal of 2 h (done; 2 sittings" in line
+    assert "CPU X (2 cores, AVX2)" in line and "commit abcdef0" in line
+    assert line.endswith("Minutes per stage: tune 70, final 10.")
+    assert est.timed({**record, "profile": "smoke"}) is None  # no goal
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "timing").mkdir()
+    (tmp_path / "timing" / "paper.json").write_text(json.dumps(record))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- generated:estimate:start -->\nold\n<!-- generated:estimate:end -->\n")
+    est.update_readme(readme, tmp_path / "bench", tmp_path / "timing")
+    assert line in readme.read_text() and "old" not in readme.read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("smoke")
 def test_projection_matches_the_runs_and_populations_a_smoke_reproduce_made(smoke, tmp_path):

@@ -104,7 +104,7 @@ def test_smoke_outputs_and_run_locks_are_git_ignored_and_no_lock_is_tracked():
         pytest.skip("not a git checkout")
     for path in ("results/runs/smoke/final/linreg/gd/lr=0.1/seed=100/run.json",
                  "results/runs/smoke-noise_floor/batch=4/linreg/gd/lr=0.1/seed=100/run.json",
-                 "results/tuned/smoke.json", "results/reports/smoke/report.md",
+                 "results/tuned/smoke.json", "results/timing/smoke.json", "results/reports/smoke/report.md",
                  "results/reports/smoke/generated/numbers.tex",
                  "results/runs/quick/final/linreg/gd/lr=0.1/seed=100/.lock"):
         proc = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO)
@@ -156,7 +156,7 @@ def test_progress_bar_counts_the_runs_of_each_stage_as_they_finish(tmp_path, mon
 
     monkeypatch.setattr(reproduce, "commands", lambda st, args: [["a"], ["b"], ["c"]])
     monkeypatch.setattr(reproduce, "run_logged", one_run)
-    args = argparse.Namespace(profile="quick")
+    args = argparse.Namespace(profile="quick", results=str(root), launcher=None)
     for tty in (True, False):  # the second pass: three more runs, in a log
         made = iter([0.01, 0.1, 1.0]) if tty else iter([0.03, 0.3, 3.0])
         monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty)
@@ -169,6 +169,30 @@ def test_progress_bar_counts_the_runs_of_each_stage_as_they_finish(tmp_path, mon
         else:
             assert out.splitlines() == ["3 runs already finished: resuming",
                                         f"stage tune: 6/6 runs finished, {out.split()[-2]} s"]
+    # each command is a sitting of the profile's timing record: the second resumed 3 finished runs
+    record = json.loads((root / "timing" / "quick.json").read_text())
+    assert [s["finished_before"] for s in record["sittings"]] == [0, 3]
+    assert [[(g["stage"], g["runs"], g["finished"], g["whole"]) for g in s["stages"]]
+            for s in record["sittings"]] == [[("tune", 3, 3, True)], [("tune", 6, 6, True)]]
+    assert record["sittings"][0]["stages"][0]["seconds"] >= 2.5  # the command that slept
+    assert 0 < reproduce.total_hours(record) * 3600 < 60
+
+
+def test_a_finished_reproduce_records_its_sitting_as_done(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "results"
+    stage = reproduce.Stage("tune", ["experiment=tune"], runs=1, stage_dir=root / "runs" / "quick" / "tune")
+    monkeypatch.setattr(reproduce, "plan", lambda *a, **k: [stage])
+    monkeypatch.setattr(reproduce, "missing_data", lambda *a: None)
+    monkeypatch.setattr(reproduce.minibatch, "ensure", lambda: None)
+    monkeypatch.setattr(reproduce, "commands", lambda st, args: [["a"]])
+    monkeypatch.setattr(reproduce, "run_logged", lambda cmd, log: write_run(
+        root, task="linreg", opt="gd", lr=0.1, seed=0, stage="tune", tau=100) and 0)
+    reproduce.main(["--profile", "quick", "--results", str(root), "--no-pdf", "--no-readme",
+                    "--analysis-out", str(tmp_path / "out")])
+    (sitting,) = json.loads((root / "timing" / "quick.json").read_text())["sittings"]
+    assert sitting["outcome"] == "done" and sitting["launcher"] is None and sitting["cpu_count"] >= 1
+    assert [(g["stage"], g["finished"]) for g in sitting["stages"]] == [("tune", 1), ("pdf", None)]
+    assert "profile quick: done in" in capsys.readouterr().out
 
 
 def test_dry_run_passes_overrides_to_every_training_stage(capsys):
@@ -245,6 +269,9 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
             proc.wait()
     assert proc.returncode == 130, err
     assert re.fullmatch(r"interrupted: \d+ runs finished, rerun the same command to resume\n", err), err
+    (sitting,) = json.loads((tmp_path / "timing" / "smoke.json").read_text())["sittings"]
+    assert sitting["outcome"] == "interrupted" and sitting["finished_before"] == 0
+    assert sitting["stages"][-1]["stage"] == "tune" and sitting["stages"][-1]["whole"] is False
     for _ in range(50):  # the launcher and its workers went with it
         try:
             os.killpg(proc.pid, 0)
