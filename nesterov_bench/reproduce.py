@@ -151,8 +151,14 @@ class Timing:
         while not self.stop.wait(self.BEAT):
             self.write()
 
+    def begin(self, name: str) -> None:
+        """The stage now running and since when: what a sitting killed outright was doing."""
+        self.sitting["running"] = {"stage": name, "since": _now()}
+        self.write()
+
     def stage(self, name: str, seconds: float, runs: int, finished: int | None, whole: bool = True) -> None:
         """A stage's seconds in this sitting; ``whole=False``: it was cut short (its finished runs so far)."""
+        self.sitting.pop("running", None)
         self.sitting["stages"].append({"stage": name, "seconds": round(seconds, 1), "runs": runs,
                                        "finished": finished, "whole": whole})
         self.write()
@@ -175,8 +181,24 @@ def _now() -> str:
 
 def total_hours(record: dict) -> float:
     """A timing record's hours over all its sittings (each from its start to its last sign of life)."""
-    return sum((datetime.fromisoformat(s["last_seen_at"]) - datetime.fromisoformat(s["started_at"]))
-               .total_seconds() for s in record["sittings"]) / 3600
+    return sum(_seconds(s["started_at"], s["last_seen_at"]) for s in record["sittings"]) / 3600
+
+
+def stage_minutes(record: dict) -> dict[str, float]:
+    """Minutes per stage summed over a timing record's sittings, in the order they first ran; a sitting
+    killed outright counts its running stage up to its last sign of life."""
+    minutes: dict[str, float] = {}
+    for s in record["sittings"]:
+        spans = [(g["stage"], g["seconds"]) for g in s["stages"]]
+        if "running" in s:
+            spans.append((s["running"]["stage"], _seconds(s["running"]["since"], s["last_seen_at"])))
+        for name, seconds in spans:
+            minutes[name] = minutes.get(name, 0.0) + seconds / 60
+    return minutes
+
+
+def _seconds(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
 
 
 def launchers() -> list[str]:
@@ -344,6 +366,7 @@ def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
     minibatch.ensure()  # the points ${batch_setting:} reads (committed: recomputed only for new settings)
     timing = _run_stages(args, stages, logs)
     t_pdf = time.perf_counter()
+    timing.begin("pdf")
     try:
         pdf = "no PDF (--no-pdf)" if args.no_pdf else typeset(dest, logs / f"{args.profile}-pdf.log")
     except RuntimeError as e:
@@ -391,6 +414,7 @@ def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> Ti
     try:
         for st in stages:
             running[0] = st
+            timing.begin(st.name)
             bar.set_description(st.name)
             log_path, t_stage, code = logs / f"{args.profile}-{st.name}.log", time.perf_counter(), 0
             with open(log_path, "w") as log:

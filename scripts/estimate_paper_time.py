@@ -66,7 +66,7 @@ from nesterov_bench.env import environment  # noqa: E402
 from nesterov_bench.errors import ConfigError  # noqa: E402
 from nesterov_bench.loop import Budget, evaluation_splits  # noqa: E402
 from nesterov_bench.members import member_configs  # noqa: E402
-from nesterov_bench.reproduce import Stage, plan, run_files, swept, total_hours  # noqa: E402
+from nesterov_bench.reproduce import Stage, plan, run_files, stage_minutes, swept, total_hours  # noqa: E402
 from nesterov_bench.train import configure_torch, derived_seed, run_all  # noqa: E402
 
 BENCH = REPO / "results" / "bench"
@@ -402,17 +402,16 @@ def timed(record: dict) -> str | None:
     if record["profile"] not in GOAL_HOURS or not sittings:
         return None
     hours, goal = total_hours(record), GOAL_HOURS[record["profile"]]
-    minutes: dict[str, float] = {}
-    for s in sittings:
-        for g in s["stages"]:
-            minutes[g["stage"]] = minutes.get(g["stage"], 0.0) + g["seconds"] / 60
     hosts = sorted({f"{s['cpu']} ({s['cpu_count']} cores, {s['cpu_capability']})" for s in sittings})
     commits = sorted({(s["git_commit"] or "?")[:7] + ("+" if s["git_dirty"] else "") for s in sittings})
     start = "from an empty store" if sittings[0]["finished_before"] == 0 else (
         f"resuming {sittings[0]['finished_before']} finished runs")
-    state = "done" if sittings[-1]["outcome"] == "done" else f"not done: {sittings[-1]['outcome']}"
+    last = sittings[-1]
+    how = "running, or killed" if last["outcome"] == "running" else last["outcome"]
+    state = "done" if how == "done" else (
+        f"not done: its last sitting {how} at {last['last_seen_at'][:16].replace('T', ' ')} UTC")
     launcher = sittings[0]["launcher"]
-    stages = ", ".join(f"{name} {m:.0f}" for name, m in minutes.items())
+    stages = ", ".join(f"{name} {m:.0f}" for name, m in stage_minutes(record).items())
     return (f"Timed: `make reproduce PROFILE={record['profile']}"
             f"{f' LAUNCHER={launcher}' if launcher else ''}` {start}, {sittings[0]['started_at'][:10]}: "
             f"**{hours:.2f} h**, {hours / goal:.2f}x its goal of {goal:g} h ({state}; {len(sittings)} "

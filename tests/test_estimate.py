@@ -64,15 +64,18 @@ def test_a_timed_reproduce_is_a_line_against_the_goal(tmp_path):
              "git_commit": "abcdef0123", "git_dirty": False, "hostname": "h", "torch": "2"}
     record = {"profile": "paper", "sittings": [
         {**where, "started_at": "2026-11-30T10:00:00+00:00", "last_seen_at": "2026-11-30T11:00:00+00:00",
-         "outcome": "running", "finished_before": 0, "stages": [{"stage": "tune", "seconds": 1800.0}]},
+         "outcome": "running", "finished_before": 0, "stages": [{"stage": "tune", "seconds": 1800.0}],
+         "running": {"stage": "final", "since": "2026-11-30T10:50:00+00:00"}},  # killed 10 min into final
         {**where, "started_at": "2026-12-01T09:00:00+00:00", "last_seen_at": "2026-12-01T10:30:00+00:00",
          "outcome": "done", "finished_before": 900,
          "stages": [{"stage": "tune", "seconds": 2400.0}, {"stage": "final", "seconds": 600.0}]}]}
     line = est.timed(record)
     assert "from an empty store" in line and "**2.50 h**, 1.25x its goal of 2 h (done; 2 sittings" in line
     assert "CPU X (2 cores, AVX2)" in line and "commit abcdef0" in line
-    assert line.endswith("Minutes per stage: tune 70, final 10.")
+    assert line.endswith("Minutes per stage: tune 70, final 20.")
     assert est.timed({**record, "profile": "smoke"}) is None  # no goal
+    cut = est.timed({**record, "sittings": record["sittings"][:1]})
+    assert "**1.00 h**" in cut and "its last sitting running, or killed at 2026-11-30 11:00 UTC" in cut
     (tmp_path / "bench").mkdir()
     (tmp_path / "timing").mkdir()
     (tmp_path / "timing" / "paper.json").write_text(json.dumps(record))

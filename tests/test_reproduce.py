@@ -272,6 +272,7 @@ def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
     (sitting,) = json.loads((tmp_path / "timing" / "smoke.json").read_text())["sittings"]
     assert sitting["outcome"] == "interrupted" and sitting["finished_before"] == 0
     assert sitting["stages"][-1]["stage"] == "tune" and sitting["stages"][-1]["whole"] is False
+    assert "running" not in sitting  # (what a sitting killed outright keeps: its stage, and since when)
     for _ in range(50):  # the launcher and its workers went with it
         try:
             os.killpg(proc.pid, 0)
