@@ -419,9 +419,24 @@ def timed(record: dict) -> str | None:
             f"{', '.join(commits)}). Minutes per stage: {stages}.")
 
 
-def markdown(estimates: list[dict], timings: list[dict] = ()) -> str:
+def compared(c: dict) -> str:
+    """One line for a comparison of two run stores (``scripts/compare_stores.py --json``)."""
+    kinds = ("identical", "close", "different", "only_a", "only_b")
+    n = {k: sum(int(r[k]) for r in c["rows"]) for k in kinds}
+    both = n["identical"] + n["close"] + n["different"]
+    worst = c["worst"]["relative"]
+    worst = f"; the largest relative difference {worst:.2g}" if worst else ""
+    which = f" --experiment {c['experiment']}" if c.get("experiment") else ""
+    return (f"Compared (`scripts/compare_stores.py{which}`): of {both} runs in both `{c['a']}` and "
+            f"`{c['b']}`, {n['identical']} bit-identical, {n['close']} within float rounding, "
+            f"{n['different']} different{worst}; {n['only_a']} only in the first, {n['only_b']} only in "
+            "the second.")
+
+
+def markdown(estimates: list[dict], timings: list[dict] = (), comparisons: list[dict] = ()) -> str:
     """The README's table: one row per committed projection (results/bench/estimate-*.json), then the
-    goal line, and a line per timed reproduce (results/timing/<profile>.json)."""
+    goal line, a line per timed reproduce (results/timing/<profile>.json) and per comparison of two
+    stores (results/bench/compare-*.json)."""
     lines = ["| profile | overrides | device (date) | runs | runs' own time | finished runs' own time "
              "(in progress) | one job after another | jobs side by side |", "|---" * 8 + "|"]
     for e in estimates:
@@ -440,15 +455,16 @@ def markdown(estimates: list[dict], timings: list[dict] = ()) -> str:
             goals.append(f"`{e['profile']}`{named}: {hours:.2f} h with {jobs} jobs side by side, "
                          f"{hours / goal:.2f}x its goal of {goal:g} h")
     text = "\n".join(lines) + "\n" + ("\nAgainst the goal: " + "; ".join(goals) + ".\n" if goals else "")
-    times = [line for line in map(timed, timings) if line]
-    return text + "".join(f"\n{line}\n" for line in times)
+    extra = [line for line in map(timed, timings) if line] + [compared(c) for c in comparisons]
+    return text + "".join(f"\n{line}\n" for line in extra)
 
 
 def update_readme(readme: Path, folder: Path, timing: Path) -> None:
     estimates = sorted((json.loads(p.read_text()) for p in folder.glob("estimate-*.json")),
                        key=lambda e: (e["profile"], bool(e.get("stages")), e["overrides"]))
     timings = [json.loads(p.read_text()) for p in sorted(timing.glob("*.json"))]
-    if not store.replace_generated(readme, "estimate", markdown(estimates, timings)):
+    comparisons = [json.loads(p.read_text()) for p in sorted(folder.glob("compare-*.json"))]
+    if not store.replace_generated(readme, "estimate", markdown(estimates, timings, comparisons)):
         raise SystemExit(f"error: {readme} has no generated:estimate block")
     print(f"updated the estimate table in {readme} from {len(estimates)} projections in {folder}")
 

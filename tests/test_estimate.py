@@ -81,8 +81,16 @@ def test_a_timed_reproduce_is_a_line_against_the_goal(tmp_path):
     (tmp_path / "timing" / "paper.json").write_text(json.dumps(record))
     readme = tmp_path / "README.md"
     readme.write_text("<!-- generated:estimate:start -->\nold\n<!-- generated:estimate:end -->\n")
+    (tmp_path / "bench" / "compare-paper.json").write_text(json.dumps({
+        "a": "results", "b": "/x/results", "experiment": "paper", "worst": {"run": "r", "relative": 2e-7},
+        "rows": [{"identical": 5, "close": 1, "different": 0, "only_a": 2, "only_b": 0},
+                 {"identical": 4, "close": 0, "different": 0, "only_a": 0, "only_b": 1}]}))
     est.update_readme(readme, tmp_path / "bench", tmp_path / "timing")
-    assert line in readme.read_text() and "old" not in readme.read_text()
+    text = readme.read_text()
+    assert line in text and "old" not in text
+    assert ("Compared (`scripts/compare_stores.py --experiment paper`): of 10 runs in both `results` and "
+            "`/x/results`, 9 bit-identical, 1 within float rounding, 0 different; the largest relative "
+            "difference 2e-07; 2 only in the first, 1 only in the second.") in text
 
 
 @pytest.mark.slow
