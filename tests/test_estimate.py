@@ -93,6 +93,16 @@ def test_a_timed_reproduce_is_a_line_against_the_goal(tmp_path):
             "difference 2e-07; 2 only in the first, 1 only in the second.") in text
 
 
+def test_the_readmes_estimate_block_is_the_render_of_the_committed_records(tmp_path):
+    """Projections, timed reproduces and store comparisons reach the README only through the render."""
+    est = _module()
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO / "README.md").read_text())
+    est.update_readme(readme, REPO / "results" / "bench", REPO / "results" / "timing")
+    stale = "the README's estimate block is stale: python scripts/estimate_paper_time.py --render"
+    assert readme.read_text() == (REPO / "README.md").read_text(), stale
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("smoke")
 def test_projection_matches_the_runs_and_populations_a_smoke_reproduce_made(smoke, tmp_path):
