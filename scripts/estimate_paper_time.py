@@ -414,7 +414,9 @@ def timed(record: dict) -> str | None:
     stages = ", ".join(f"{name} {m:.0f}" for name, m in stage_minutes(record).items())
     return (f"Timed: `make reproduce PROFILE={record['profile']}"
             f"{f' LAUNCHER={launcher}' if launcher else ''}` {start}, {sittings[0]['started_at'][:10]}: "
-            f"**{hours:.2f} h**, {hours / goal:.2f}x its goal of {goal:g} h ({state}; {len(sittings)} "
+            + (f"**{hours:.2f} h**, {hours / goal:.2f}x its goal of {goal:g} h" if how == "done" else
+               f"**{hours:.2f} h so far** (goal {goal:g} h)")
+            + f" ({state}; {len(sittings)} "
             f"sitting{'s' if len(sittings) > 1 else ''}, pauses not counted; {'; '.join(hosts)}; commit "
             f"{', '.join(commits)}). Minutes per stage: {stages}.")
 

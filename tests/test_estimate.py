@@ -75,7 +75,8 @@ def test_a_timed_reproduce_is_a_line_against_the_goal(tmp_path):
     assert line.endswith("Minutes per stage: tune 70, final 20.")
     assert est.timed({**record, "profile": "smoke"}) is None  # no goal
     cut = est.timed({**record, "sittings": record["sittings"][:1]})
-    assert "**1.00 h**" in cut and "its last sitting running, or killed at 2026-11-30 11:00 UTC" in cut
+    assert "**1.00 h so far** (goal 2 h)" in cut
+    assert "its last sitting running, or killed at 2026-11-30 11:00 UTC" in cut
     (tmp_path / "bench").mkdir()
     (tmp_path / "timing").mkdir()
     (tmp_path / "timing" / "paper.json").write_text(json.dumps(record))
