@@ -423,11 +423,12 @@ def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> Ti
                     log.flush()
                     if (code := run_logged(cmd, log)) != 0:
                         break
-            if interactive:  # the stage's own count, exact at its end
-                known.update(run_files(st))
+            files = run_files(st) if st.overrides else []  # the stage's finished runs, read once
+            count = len(files) if st.overrides else None
+            if interactive:  # the bar's count, exact at the stage's end
+                known.update(files)
                 bar.n = len(known)
                 bar.refresh()
-            count = finished(st) if st.overrides else None
             timing.stage(st.name, time.perf_counter() - t_stage, st.runs, count)
             if not interactive:
                 done = f"{count}/{st.runs} runs finished, " if st.overrides else ""
