@@ -402,7 +402,7 @@ def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> Ti
     def watch() -> None:
         """Counts finished run directories, whichever launcher made them: every 2 s it lists the running
         stage's run.json files and reads only the new ones (re-reading the whole store each second cost a
-        quarter of a core at 1,000 runs, more than a whole one towards the end of the paper profile)."""
+        quarter of a core at about 1,000 runs, and more with every run)."""
         while not stop.wait(2.0):
             known.update(p for p in run_jsons(running[0]) if p not in known and store.is_finished(p.parent))
             bar.n = len(known)
