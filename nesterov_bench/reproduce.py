@@ -106,10 +106,14 @@ def sweep_size(overrides: list[str], cfg: DictConfig, params: dict[str, str]) ->
 
 
 def run_jsons(st: Stage) -> list[Path]:
-    """The run.json files under a training stage's directory, finished or not (nothing is read)."""
+    """The run.json files under a training stage's directory, finished or not (nothing is read); only
+    its own tasks' (``<task>/<optimizer>/<hp>/seed=N/run.json``) where two stages share a directory
+    (schedule_forms and schedule_forms_quadratic)."""
     if st.stage_dir is None or not st.stage_dir.is_dir():
         return []
-    return list(st.stage_dir.glob(st.pattern or "*/" * st.depth + "seed=*/run.json"))
+    tasks = {t for _, ts in st.modules for t in ts}
+    return [p for p in st.stage_dir.glob(st.pattern or "*/" * st.depth + "seed=*/run.json")
+            if not tasks or p.parts[-5] in tasks]
 
 
 def run_files(st: Stage) -> list[Path]:
@@ -194,6 +198,18 @@ def stage_minutes(record: dict) -> dict[str, float]:
             spans.append((s["running"]["stage"], _seconds(s["running"]["since"], s["last_seen_at"])))
         for name, seconds in spans:
             minutes[name] = minutes.get(name, 0.0) + seconds / 60
+    return minutes
+
+
+def resume_minutes(record: dict) -> float:
+    """Minutes a timing record's later sittings spent on stages that an earlier sitting had finished
+    whole: the cost of resuming (listing and skipping their finished runs, selecting again), which
+    one sitting from start to end does not pay."""
+    done: set[str] = set()
+    minutes = 0.0
+    for s in record["sittings"]:
+        minutes += sum(g["seconds"] for g in s["stages"] if g["stage"] in done) / 60
+        done |= {g["stage"] for g in s["stages"] if g.get("whole", True)}
     return minutes
 
 
@@ -385,52 +401,64 @@ def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
           f"hyperparameters in {tuned}; {where}; {pdf}")
 
 
-def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> Timing:
-    """Each stage's commands in order, logged to ``logs`` and timed (``Timing``); one progress bar counts
-    finished runs (on a terminal; in CI logs one line per stage). A failed stage ends reproduce with its
-    log's last lines."""
-    train_stages = [st for st in stages if st.overrides]
-    known = {p for st in train_stages for p in run_files(st)}  # finished run.json files, counted once
-    if known:
-        print(f"{len(known)} runs already finished: resuming", flush=True)
-    timing = Timing(args.results, args.profile, args.launcher, len(known))
-    interactive = sys.stderr.isatty()
+def _progress(stages: list[Stage], known: set[Path], running: list[Stage]) -> tuple[tqdm, threading.Event]:
+    """The progress bar over all runs, from the ``known`` finished ones, and the event that stops its
+    watcher. On a terminal a watcher thread counts finished run directories, whichever launcher made
+    them: every 2 s it lists the ``running`` stage's run.json files and reads only the new ones
+    (re-reading the whole store each second cost a quarter of a core at about 1,000 runs, and more with
+    every run). Without a terminal (a log, CI) there is neither bar nor watcher."""
+    stop, interactive = threading.Event(), sys.stderr.isatty()
     bar = tqdm(total=sum(st.runs for st in stages), initial=len(known), unit="run", dynamic_ncols=True,
                disable=not interactive)
-    stop, running = threading.Event(), [stages[0]]
 
     def watch() -> None:
-        """Counts finished run directories, whichever launcher made them: every 2 s it lists the running
-        stage's run.json files and reads only the new ones (re-reading the whole store each second cost a
-        quarter of a core at about 1,000 runs, and more with every run)."""
         while not stop.wait(2.0):
             known.update(p for p in run_jsons(running[0]) if p not in known and store.is_finished(p.parent))
             bar.n = len(known)
             bar.refresh()
 
-    if interactive:  # without a bar (a log, CI), each stage's line below says how far it got
+    if interactive:
         threading.Thread(target=watch, daemon=True).start()
+    return bar, stop
+
+
+def _run_commands(st: Stage, args: argparse.Namespace, log_path: Path) -> int:
+    """A stage's commands in order, logged to ``log_path``; the first non-zero exit status, else 0."""
+    with open(log_path, "w") as log:
+        for cmd in commands(st, args):
+            log.write(f"--- {' '.join(cmd[1:])}\n")
+            log.flush()
+            if (code := run_logged(cmd, log)) != 0:
+                return code
+    return 0
+
+
+def _run_stages(args: argparse.Namespace, stages: list[Stage], logs: Path) -> Timing:
+    """Each stage's commands in order, logged to ``logs`` and timed (``Timing``); one progress bar counts
+    finished runs (on a terminal; in CI logs one line per stage). A failed stage ends reproduce with its
+    log's last lines."""
+    known = {p for st in stages if st.overrides for p in run_files(st)}  # finished run.json files, once
+    if known:
+        print(f"{len(known)} runs already finished: resuming", flush=True)
+    timing = Timing(args.results, args.profile, args.launcher, len(known))
+    running = [stages[0]]
+    bar, stop = _progress(stages, known, running)
     t_stage = time.perf_counter()
     try:
         for st in stages:
             running[0] = st
             timing.begin(st.name)
             bar.set_description(st.name)
-            log_path, t_stage, code = logs / f"{args.profile}-{st.name}.log", time.perf_counter(), 0
-            with open(log_path, "w") as log:
-                for cmd in commands(st, args):
-                    log.write(f"--- {' '.join(cmd[1:])}\n")
-                    log.flush()
-                    if (code := run_logged(cmd, log)) != 0:
-                        break
+            log_path, t_stage = logs / f"{args.profile}-{st.name}.log", time.perf_counter()
+            code = _run_commands(st, args, log_path)
             files = run_files(st) if st.overrides else []  # the stage's finished runs, read once
             count = len(files) if st.overrides else None
-            if interactive:  # the bar's count, exact at the stage's end
+            if not bar.disable:  # the bar's count, exact at the stage's end
                 known.update(files)
                 bar.n = len(known)
                 bar.refresh()
             timing.stage(st.name, time.perf_counter() - t_stage, st.runs, count)
-            if not interactive:
+            if bar.disable:
                 done = f"{count}/{st.runs} runs finished, " if st.overrides else ""
                 print(f"stage {st.name}: {done}{time.perf_counter() - t_stage:.0f} s", flush=True)
             lines = log_path.read_text().splitlines()
