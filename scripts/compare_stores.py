@@ -1,6 +1,6 @@
 """Do two run stores hold the same numbers? Run by run, for the runs they share.
 
-    python scripts/compare_stores.py RESULTS_A RESULTS_B [--experiment paper] [--json out.json]
+    python scripts/compare_stores.py RESULTS_A RESULTS_B [--experiment paper] [--label TEXT] [--json out.json]
 
 A run is the same run in both when it sits at the same path under ``runs/`` (the path names the
 experiment, stage, task, optimizer, hyperparameters and seed). For each such pair, finished in both, it
@@ -10,11 +10,15 @@ split, metric and value; wall times are left out), and counts the pair as
 - identical: the same status and every value equal bit for bit;
 - close: the same status, the same rows, every value within a relative 1e-5 (float rounding: a
   vectorized population of another size, another kernel);
-- different: anything else (the largest relative difference is reported).
+- different: anything else (the largest relative difference is reported);
+- copied: the same making in both (the same ``started_at``: one store's run copied into the other, as
+  when a rerun resumes from committed runs), so not a check of anything and not compared.
 
 It prints one row per experiment and stage (with the runs only one store has), the worst pair, and
-writes the rows to ``--json``. What it says is a check of determinism across two makings of a store
-(a rerun from an empty store against the committed runs); it reads both stores and changes neither.
+writes the rows to ``--json``, with the CPUs that made the compared runs of each store and ``--label``
+(what the second store is, for the README's line). What it says is a check of determinism across two
+makings of a store (a rerun from an empty store against the committed runs, on the same host or
+another); it reads both stores and changes neither.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +63,10 @@ def relative(a: float, b: float) -> float:
 
 
 def compare(a: Path, b: Path) -> tuple[str, float]:
-    """(identical | close | different, the largest relative difference) of one run in two stores."""
+    """(identical | close | different | copied, the largest relative difference) of one run in two stores."""
     ra, rb = store.read_run(a), store.read_run(b)
+    if ra.get("started_at") is not None and ra.get("started_at") == rb.get("started_at"):
+        return "copied", 0.0
     if ra.get("status") != rb.get("status"):
         return "different", math.inf
     fa, fb = ra.get("final") or {}, rb.get("final") or {}
@@ -74,7 +80,8 @@ def compare(a: Path, b: Path) -> tuple[str, float]:
     va, vb = ma["value"].to_numpy(float), mb["value"].to_numpy(float)
     same = (va == vb) | (np.isnan(va) & np.isnan(vb))
     if not same.all():
-        diff = np.abs(va - vb) / np.maximum(np.maximum(np.abs(va), np.abs(vb)), 1e-300)
+        with np.errstate(invalid="ignore"):  # inf - inf: a run that diverged in both
+            diff = np.abs(va - vb) / np.maximum(np.maximum(np.abs(va), np.abs(vb)), 1e-300)
         worst = max(worst, float(np.nanmax(np.where(same, 0.0, diff))))
     if worst == 0.0:
         return "identical", 0.0
@@ -86,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("a", type=Path, help="a results_dir (its runs/ is read)")
     ap.add_argument("b", type=Path, help="another results_dir")
     ap.add_argument("--experiment", default=None, help="only this experiment and its <name>-... studies")
+    ap.add_argument("--label", default=None, help="what the second store is (the README's line names it)")
     ap.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = ap.parse_args(argv)
     for root in (args.a, args.b):
@@ -94,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
     runs_a, runs_b = finished_runs(args.a, args.experiment), finished_runs(args.b, args.experiment)
     rows: dict[tuple[str, str], dict] = defaultdict(lambda: {"identical": 0, "close": 0, "different": 0,
-                                                             "only_a": 0, "only_b": 0, "worst": 0.0})
+                                                             "copied": 0, "only_a": 0, "only_b": 0,
+                                                             "worst": 0.0})
+    hosts: dict[str, Counter] = {"a": Counter(), "b": Counter()}  # the CPUs that made the compared runs
     worst_pair = ("", 0.0)
     for rel in sorted(set(runs_a) | set(runs_b)):
         parts = Path(rel).parts
@@ -106,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
         else:
             outcome, diff = compare(runs_a[rel], runs_b[rel])
             row[outcome] += 1
+            if outcome != "copied":
+                for side, runs in (("a", runs_a), ("b", runs_b)):
+                    hosts[side][(store.read_run(runs[rel]).get("environment") or {}).get("cpu", "?")] += 1
             row["worst"] = max(row["worst"], diff)
             if diff > worst_pair[1]:
                 worst_pair = (rel, diff)
@@ -118,13 +131,16 @@ def main(argv: list[str] | None = None) -> None:
     print(table.to_string(index=False))
     print(f"in both: {int(total.identical + total.close + total.different)} runs -- "
           f"{int(total.identical)} identical, {int(total.close)} close (relative {CLOSE:g}), "
-          f"{int(total.different)} different; only in {args.a}: {int(total.only_a)}, "
+          f"{int(total.different)} different, {int(total.copied)} copied (not compared); "
+          f"only in {args.a}: {int(total.only_a)}, "
           f"only in {args.b}: {int(total.only_b)}")
     if worst_pair[0]:
         print(f"largest relative difference {worst_pair[1]:.3g}: {worst_pair[0]}")
     if args.json:
-        store.write_json(args.json, {"a": str(args.a), "b": str(args.b), "experiment": args.experiment,
-                                     "close": CLOSE, "rows": table.to_dict("records"),
+        store.write_json(args.json, {"a": str(args.a), "b": str(args.b), "label": args.label,
+                                     "experiment": args.experiment, "close": CLOSE,
+                                     "hosts": {k: dict(v) for k, v in hosts.items()},
+                                     "rows": table.to_dict("records"),
                                      "worst": {"run": worst_pair[0], "relative": worst_pair[1]}})
 
 

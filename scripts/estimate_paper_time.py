@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO))
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from nesterov_bench import store  # noqa: E402
+from nesterov_bench import reproduce, store  # noqa: E402
 from nesterov_bench.analyze.tables import occupied_hours  # noqa: E402
 from nesterov_bench.config import compose, plain, resolve, resolve_device, sweeper_params  # noqa: E402
 from nesterov_bench.data import missing  # noqa: E402
@@ -66,7 +66,7 @@ from nesterov_bench.env import environment  # noqa: E402
 from nesterov_bench.errors import ConfigError  # noqa: E402
 from nesterov_bench.loop import Budget, evaluation_splits  # noqa: E402
 from nesterov_bench.members import member_configs  # noqa: E402
-from nesterov_bench.reproduce import Stage, plan, run_files, stage_minutes, swept, total_hours  # noqa: E402
+from nesterov_bench.reproduce import Stage, plan, run_files, swept  # noqa: E402
 from nesterov_bench.train import configure_torch, derived_seed, run_all  # noqa: E402
 
 BENCH = REPO / "results" / "bench"
@@ -401,7 +401,7 @@ def timed(record: dict) -> str | None:
     sittings = record["sittings"]
     if record["profile"] not in GOAL_HOURS or not sittings:
         return None
-    hours, goal = total_hours(record), GOAL_HOURS[record["profile"]]
+    hours, goal = reproduce.total_hours(record), GOAL_HOURS[record["profile"]]
     hosts = sorted({f"{s['cpu']} ({s['cpu_count']} cores, {s['cpu_capability']})" for s in sittings})
     commits = sorted({(s["git_commit"] or "?")[:7] + ("+" if s["git_dirty"] else "") for s in sittings})
     start = "from an empty store" if sittings[0]["finished_before"] == 0 else (
@@ -411,28 +411,40 @@ def timed(record: dict) -> str | None:
     state = "done" if how == "done" else (
         f"not done: its last sitting {how} at {last['last_seen_at'][:16].replace('T', ' ')} UTC")
     launcher = sittings[0]["launcher"]
-    stages = ", ".join(f"{name} {m:.0f}" for name, m in stage_minutes(record).items())
+    stages = ", ".join(f"{name} {m:.0f}" for name, m in reproduce.stage_minutes(record).items())
+    resumed = reproduce.resume_minutes(record)
+    resumed = (f", {resumed:.0f} min of them resuming (listing and skipping the runs of stages an earlier "
+               "sitting had finished)" if len(sittings) > 1 else "")
     return (f"Timed: `make reproduce PROFILE={record['profile']}"
             f"{f' LAUNCHER={launcher}' if launcher else ''}` {start}, {sittings[0]['started_at'][:10]}: "
             + (f"**{hours:.2f} h**, {hours / goal:.2f}x its goal of {goal:g} h" if how == "done" else
                f"**{hours:.2f} h so far** (goal {goal:g} h)")
-            + f" ({state}; {len(sittings)} "
-            f"sitting{'s' if len(sittings) > 1 else ''}, pauses not counted; {'; '.join(hosts)}; commit "
+            + f" ({state}; {len(sittings)} sitting{'s' if len(sittings) > 1 else ''}, pauses not counted"
+            f"{resumed}; {'; '.join(hosts)}; commit "
             f"{', '.join(commits)}). Minutes per stage: {stages}.")
 
 
 def compared(c: dict) -> str:
-    """One line for a comparison of two run stores (``scripts/compare_stores.py --json``)."""
-    kinds = ("identical", "close", "different", "only_a", "only_b")
-    n = {k: sum(int(r[k]) for r in c["rows"]) for k in kinds}
+    """One line for a comparison of two run stores (``scripts/compare_stores.py --json``): what the
+    second store is, the CPUs that made the compared runs, and the counts of each outcome."""
+    kinds = ("identical", "close", "different", "copied", "only_a", "only_b")
+    n = {k: sum(int(r.get(k, 0)) for r in c["rows"]) for k in kinds}
     both = n["identical"] + n["close"] + n["different"]
     worst = c["worst"]["relative"]
     worst = f"; the largest relative difference {worst:.2g}" if worst else ""
     which = f" --experiment {c['experiment']}" if c.get("experiment") else ""
-    return (f"Compared (`scripts/compare_stores.py{which}`): of {both} runs in both `{c['a']}` and "
-            f"`{c['b']}`, {n['identical']} bit-identical, {n['close']} within float rounding, "
-            f"{n['different']} different{worst}; {n['only_a']} only in the first, {n['only_b']} only in "
-            "the second.")
+    second = f"{c['label']} (`{c['b']}`)" if c.get("label") else f"`{c['b']}`"
+    made = ""
+    if c.get("hosts"):
+        made = " (made on " + " against ".join(
+            "; ".join(f"{cpu} {k}" for cpu, k in sorted(c["hosts"][side].items())) or "--"
+            for side in ("a", "b")) + ")"
+    copied = (f"; {n['copied']} copied from the first into the second, so not compared" if n["copied"]
+              else "")
+    return (f"Compared (`scripts/compare_stores.py{which}`): of {both} runs made in both `{c['a']}` and "
+            f"{second}{made}, {n['identical']} bit-identical, {n['close']} within float rounding, "
+            f"{n['different']} different{worst}{copied}; {n['only_a']} only in the first, {n['only_b']} "
+            "only in the second.")
 
 
 def markdown(estimates: list[dict], timings: list[dict] = (), comparisons: list[dict] = ()) -> str:

@@ -66,13 +66,14 @@ def test_a_timed_reproduce_is_a_line_against_the_goal(tmp_path):
         {**where, "started_at": "2026-11-30T10:00:00+00:00", "last_seen_at": "2026-11-30T11:00:00+00:00",
          "outcome": "running", "finished_before": 0, "stages": [{"stage": "tune", "seconds": 1800.0}],
          "running": {"stage": "final", "since": "2026-11-30T10:50:00+00:00"}},  # killed 10 min into final
-        {**where, "started_at": "2026-12-01T09:00:00+00:00", "last_seen_at": "2026-12-01T10:30:00+00:00",
-         "outcome": "done", "finished_before": 900,
-         "stages": [{"stage": "tune", "seconds": 2400.0}, {"stage": "final", "seconds": 600.0}]}]}
+        {**where, "started_at": "2026-12-01T09:00:00+00:00", "last_seen_at": "2026-12-01T09:30:00+00:00",
+         "outcome": "done", "finished_before": 900,  # tune again: its finished runs listed and skipped
+         "stages": [{"stage": "tune", "seconds": 300.0}, {"stage": "final", "seconds": 1200.0}]}]}
     line = est.timed(record)
-    assert "from an empty store" in line and "**2.50 h**, 1.25x its goal of 2 h (done; 2 sittings" in line
+    assert "from an empty store" in line and "**1.50 h**, 0.75x its goal of 2 h (done; 2 sittings" in line
+    assert "pauses not counted, 5 min of them resuming" in line  # tune's second pass, not final's
     assert "CPU X (2 cores, AVX2)" in line and "commit abcdef0" in line
-    assert line.endswith("Minutes per stage: tune 70, final 20.")
+    assert line.endswith("Minutes per stage: tune 35, final 30.")
     assert est.timed({**record, "profile": "smoke"}) is None  # no goal
     cut = est.timed({**record, "sittings": record["sittings"][:1]})
     assert "**1.00 h so far** (goal 2 h)" in cut
@@ -89,9 +90,17 @@ def test_a_timed_reproduce_is_a_line_against_the_goal(tmp_path):
     est.update_readme(readme, tmp_path / "bench", tmp_path / "timing")
     text = readme.read_text()
     assert line in text and "old" not in text
-    assert ("Compared (`scripts/compare_stores.py --experiment paper`): of 10 runs in both `results` and "
-            "`/x/results`, 9 bit-identical, 1 within float rounding, 0 different; the largest relative "
+    assert ("Compared (`scripts/compare_stores.py --experiment paper`): of 10 runs made in both `results` "
+            "and `/x/results`, 9 bit-identical, 1 within float rounding, 0 different; the largest relative "
             "difference 2e-07; 2 only in the first, 1 only in the second.") in text
+    line = est.compared({"a": "results", "b": "/x/results", "label": "a rerun", "experiment": None,
+                         "hosts": {"a": {"CPU A": 3}, "b": {"CPU B": 3}}, "worst": {"run": "", "relative": 0},
+                         "rows": [{"identical": 3, "close": 0, "different": 0, "copied": 4, "only_a": 0,
+                                   "only_b": 0}]})
+    assert line == ("Compared (`scripts/compare_stores.py`): of 3 runs made in both `results` and a rerun "
+                    "(`/x/results`) (made on CPU A 3 against CPU B 3), 3 bit-identical, 0 within float "
+                    "rounding, 0 different; 4 copied from the first into the second, so not compared; 0 only "
+                    "in the first, 0 only in the second.")
 
 
 def test_the_readmes_estimate_block_is_the_render_of_the_committed_records(tmp_path):

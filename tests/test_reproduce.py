@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -296,6 +297,16 @@ def test_readme_states_each_profiles_run_count():
         assert f"| {total} |" in row, (profile, total, row)
 
 
+@pytest.mark.slow  # reads every committed run of the paper profile (~10 s): make test-all and CI
+def test_each_stage_finds_exactly_its_own_runs_in_the_committed_paper_store():
+    """Each training stage of the paper's plan counts its runs, and only its own, in the committed store
+    (schedule_forms and schedule_forms_quadratic share a directory): the store is whole, and the
+    progress line and timing record of a reproduce say n/n, not another stage's runs as well."""
+    for st in reproduce.plan("paper", str(REPO / "results"), None):
+        if st.overrides:
+            assert reproduce.finished(st) == st.runs, st.name
+
+
 def test_paper_profile_has_the_seeds_the_power_analysis_asks_for():
     """The paper profile's final seeds cover what the committed analysis says the median task needs to
     detect the equivalence bound's speed-up over GD at 80% power (its seed-to-seed spread measured)."""
@@ -308,6 +319,20 @@ def test_paper_profile_has_the_seeds_the_power_analysis_asks_for():
     assert len(seeds) >= max(10, int(need.group(1)))
 
 
+def test_the_rerun_on_another_cpu_gave_the_committed_verdicts():
+    """The README says the paper's rerun on another CPU (results/bench/rerun-paper/, its analysis's
+    claims table) reached the committed verdict on every claim: if a new analysis of the committed runs
+    changes a verdict, that sentence is stale and this fails."""
+    def verdicts(path: Path) -> list[tuple[str, str]]:
+        rows = [ln.split("|") for ln in path.read_text().splitlines()[2:] if ln.startswith("|")]
+        return [(r[1].strip(), r[6].strip()) for r in rows]
+
+    committed = verdicts(REPO / "paper" / "generated" / "tables" / "claims.md")
+    assert len(committed) == 5 and all(v.strip("*") in ("supported", "refuted", "inconclusive")
+                                       for _, v in committed), committed
+    assert verdicts(REPO / "results" / "bench" / "rerun-paper" / "claims.md") == committed
+
+
 # --- scripts/compare_stores.py: two makings of a store, run by run ----------------------------------
 
 def test_compare_stores_counts_identical_close_different_and_lone_runs(tmp_path):
@@ -316,6 +341,10 @@ def test_compare_stores_counts_identical_close_different_and_lone_runs(tmp_path)
         for lr in (0.01, 0.1, 1.0):
             write_run(root, task="linreg", opt="gd", lr=lr, seed=0, stage="tune", tau=100)
     write_run(a, task="linreg", opt="gd", lr=3.0, seed=0, stage="tune", tau=100)  # only in a
+    write_run(a, task="linreg", opt="gd", lr=0.3, seed=0, stage="tune", tau=100)
+    made = a / "runs" / "quick" / "tune" / "linreg" / "gd" / "lr=0.3" / "seed=0"
+    store.write_json(made / "run.json", {**store.read_run(made), "started_at": "2026-11-30T10:00:00"})
+    shutil.copytree(made, b / made.relative_to(a))  # the same making in both: copied, not compared
 
     def nudge(run_dir: Path, factor: float) -> None:
         m = pd.read_parquet(run_dir / "metrics.parquet")
@@ -327,9 +356,11 @@ def test_compare_stores_counts_identical_close_different_and_lone_runs(tmp_path)
     nudge(gd / "lr=1" / "seed=0", 1.01)
     cmd = [sys.executable, "scripts/compare_stores.py", str(a), str(b), "--json", str(tmp_path / "c.json")]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    row = json.loads((tmp_path / "c.json").read_text())["rows"][0]
-    assert {k: row[k] for k in ("identical", "close", "different", "only_a", "only_b")} == {
-        "identical": 1, "close": 1, "different": 1, "only_a": 1, "only_b": 0}
+    report = json.loads((tmp_path / "c.json").read_text())
+    row = report["rows"][0]
+    assert {k: row[k] for k in ("identical", "close", "different", "copied", "only_a", "only_b")} == {
+        "identical": 1, "close": 1, "different": 1, "copied": 1, "only_a": 1, "only_b": 0}
+    assert report["hosts"] == {"a": {"?": 3}, "b": {"?": 3}}  # the CPUs of the compared runs only
     assert "largest relative difference" in out and "lr=1/seed=0" in out
     bad = subprocess.run([sys.executable, "scripts/compare_stores.py", str(a), str(tmp_path / "none")],
                          cwd=REPO, capture_output=True, text=True)
