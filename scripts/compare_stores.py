@@ -62,9 +62,9 @@ def relative(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-300)
 
 
-def compare(a: Path, b: Path) -> tuple[str, float]:
-    """(identical | close | different | copied, the largest relative difference) of one run in two stores."""
-    ra, rb = store.read_run(a), store.read_run(b)
+def compare(a: Path, b: Path, ra: dict, rb: dict) -> tuple[str, float]:
+    """(identical | close | different | copied, the largest relative difference) of one run in two stores
+    (its directories and their run.json records)."""
     if ra.get("started_at") is not None and ra.get("started_at") == rb.get("started_at"):
         return "copied", 0.0
     if ra.get("status") != rb.get("status"):
@@ -114,11 +114,12 @@ def main(argv: list[str] | None = None) -> None:
         elif rel not in runs_a:
             row["only_b"] += 1
         else:
-            outcome, diff = compare(runs_a[rel], runs_b[rel])
+            records = {"a": store.read_run(runs_a[rel]), "b": store.read_run(runs_b[rel])}
+            outcome, diff = compare(runs_a[rel], runs_b[rel], records["a"], records["b"])
             row[outcome] += 1
             if outcome != "copied":
-                for side, runs in (("a", runs_a), ("b", runs_b)):
-                    hosts[side][(store.read_run(runs[rel]).get("environment") or {}).get("cpu", "?")] += 1
+                for side, record in records.items():
+                    hosts[side][(record.get("environment") or {}).get("cpu", "?")] += 1
             row["worst"] = max(row["worst"], diff)
             if diff > worst_pair[1]:
                 worst_pair = (rel, diff)

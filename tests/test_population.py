@@ -21,19 +21,19 @@ SEEDS, LRS = [0, 1], {"gd": [0.003, 0.01], "nesterov": [0.001, 0.003], "adam": [
 BUDGET = {
     "linreg": ["train.epochs=2", "train.log_every=5", "train.evals_per_epoch=3"],
     "quadratic": ["train.epochs=30", "task.dim=10", "train.log_every=3"],
-    "mnist_mlp": [*SMALL_IMAGES, "train.max_steps=4", "train.log_every=2"],  # one epoch (LOSS_RTOL)
+    "mnist_mlp": [*SMALL_IMAGES, "train.max_steps=4", "train.log_every=2"],  # one epoch (LOOSER)
     "mnist_cnn": [*SMALL_IMAGES, "train.max_steps=2", "train.log_every=1"],
 }
 
 #: How close a vectorized member must come to its run alone. The quadratic and linreg: float rounding.
-#: The float32 networks: the batched kernels round differently from one run's in the last bits, and
+#: mnist_mlp under Adam: the batched kernels round differently from one run's in the last bits, and
 #: training grows that, fastest under Adam, whose first steps are nearly lr * sign(gradient). On an Intel
 #: Xeon host (CI had passed 6 steps within 2e-5 on AMD EPYC hosts), mnist_mlp with Adam: the largest
 #: relative difference in a loss was 6.4e-6 at step 4 (lr 0.01, 0.03), but 9.1e-5 at step 6 even at lr
 #: 0.001, 0.003, with one of 200 evaluation predictions flipped. Hence one epoch (4 steps) and this
-#: tolerance; a member given another seed or learning rate is off by orders of magnitude more.
-LOSS_RTOL = {"mnist_mlp": 1e-4, "mnist_cnn": 1e-4}
-ONE_SAMPLE = 1 / 200 + 1e-9  # an accuracy on SMALL_IMAGES' 200 evaluation images
+#: tolerance; a member given another seed or learning rate is off by orders of magnitude more. The
+#: other cases (mnist_cnn's 2 Nesterov steps included) passed 2e-5 on that host, and keep it.
+LOOSER = {"mnist_mlp": {"rtol": 1e-4, "accuracy_atol": 1 / 200 + 1e-9}}  # one of 200 evaluation images
 
 
 def vectorized(tmp_path, *extra):
@@ -74,8 +74,9 @@ def test_members_equal_one_at_a_time_runs(tmp_path, task, optimizer):
         a, b = metrics(v), metrics(s)
         assert a[["step", "epoch", "split", "metric"]].equals(b[["step", "epoch", "split", "metric"]])
         acc = a["metric"].eq("accuracy").to_numpy()
-        np.testing.assert_allclose(a.value[~acc], b.value[~acc], rtol=LOSS_RTOL.get(task, 2e-5), atol=1e-6)
-        np.testing.assert_allclose(a.value[acc], b.value[acc], rtol=0, atol=ONE_SAMPLE)
+        tol = LOOSER.get(task, {"rtol": 2e-5, "accuracy_atol": 1e-6})
+        np.testing.assert_allclose(a.value[~acc], b.value[~acc], rtol=tol["rtol"], atol=1e-6)
+        np.testing.assert_allclose(a.value[acc], b.value[acc], rtol=0, atol=tol["accuracy_atol"])
     # the members differ from each other: each has its own seed and learning rate
     finals = {json.dumps(r["final"], sort_keys=True) for r in together}
     assert len(finals) == 4
