@@ -82,6 +82,7 @@ from nesterov_bench.population import SAVING, Population, build_optimizer
 from nesterov_bench.rules import RULES
 from nesterov_bench.store import replace_generated
 from nesterov_bench.tasks import Data
+from nesterov_bench.train import configure_torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [f"data.root={REPO / 'data'}", f"data.source={REPO.parent / 'shared' / 'data'}"]
@@ -424,8 +425,7 @@ def main() -> None:
         loop_steps, opt_steps, repeats = dict.fromkeys(LOOP_STEPS, 2), dict.fromkeys(OPT_STEPS, 2), 1
         pop = [(task, 2, kind, 2, goal) for task, _, kind, _, goal in POP]
     s = settings("mnist_logreg")
-    torch.set_num_threads(s.cfg["threads"])  # the suite's per-run setting (1)
-    torch.use_deterministic_algorithms(bool(s.cfg["deterministic"]))  # as a run does
+    configure_torch(s)  # threads (the suite's per-run setting: 1) and deterministic mode, as a run sets them
     env = environment(torch.device("cpu"))
     print(f"{env['device_name']} ({env['cpu_count']} cores), torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), median of {repeats} round(s) after a warm-up", flush=True)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from nesterov_bench.errors import ConfigError
 from nesterov_bench.formulations import FORMULATIONS
@@ -344,6 +345,42 @@ def test_optimizer_follows_lr_scheduler_like_torch():
     torch.testing.assert_close(x_ours, x_torch, rtol=1e-12, atol=1e-13)
 
 
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_update_is_step_bit_for_bit_and_runs_registered_step_hooks(name):
+    """The loop's ``update()`` (step without torch.optim's wrapper) moves the parameters exactly as
+    ``step()``; with a step hook registered, on the optimizer or for every optimizer, the hook runs."""
+    torch.manual_seed(0)
+    grads = [torch.randn(3, 4) for _ in range(4)]
+    xs = [nn.Parameter(torch.ones(3, 4)) for _ in range(2)]
+    opts = [build([x], TABLE[name][0]) for x in xs]
+    for g in grads:
+        for x, opt, call in zip(xs, opts, ("step", "update"), strict=True):
+            opt.zero_grad()
+            x.grad = g.clone()
+            getattr(opt, call)()
+    assert torch.equal(xs[0], xs[1])
+    calls = []
+    handles = [opts[1].register_step_post_hook(lambda *a: calls.append("own")),
+               register_optimizer_step_pre_hook(lambda *a: calls.append("global"))]
+    try:
+        xs[1].grad = grads[0].clone()
+        opts[1].update()
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == ["global", "own"]
+
+
+def test_zero_grad_sets_none_or_zeros_as_torch_does():
+    x = nn.Parameter(torch.ones(3))
+    opt = build([x], {"name": "gd", "lr": 0.1})
+    x.grad = torch.full((3,), 2.0)
+    opt.zero_grad(set_to_none=False)
+    assert torch.equal(x.grad, torch.zeros(3))
+    opt.zero_grad()
+    assert x.grad is None
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
