@@ -151,7 +151,7 @@ class Population(nn.Module):
         out = self(x)
         s, p = y.shape[0], len(self.members) // y.shape[0]
         targets = y.unsqueeze(1).expand(s, p, *y.shape[1:])  # (S, P, B, ...), a view
-        per_member = vmap(vmap(self.task.loss))(out.view(s, p, *out.shape[1:]), targets).reshape(-1)
+        per_member = self.task.member_losses(out.view(s, p, *out.shape[1:]), targets).reshape(-1)
         return per_member.sum(), per_member.detach()
 
 

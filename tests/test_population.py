@@ -13,7 +13,7 @@ from nesterov_bench import members, optimizers
 from nesterov_bench.errors import ConfigError
 from nesterov_bench.loop import members_per_draw
 from nesterov_bench.population import MEASURED, Population, build_optimizer, vectorizes
-from nesterov_bench.tasks import make_task
+from nesterov_bench.tasks import TASKS, Task, make_task
 
 from .conftest import SMALL_IMAGES, cli, compose_config, overrides, train
 
@@ -306,3 +306,25 @@ def test_runs_trained_together_must_share_their_task_budget_and_data(tmp_path):
     with pytest.raises(ConfigError, match=r"must share their task, .*these differ: task.data_seed"):
         run_all([a, b], vectorized=True)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("batch", [7, 128])
+def test_member_losses_equal_the_vmapped_loss_bit_for_bit(name, batch):
+    """A task's ``member_losses`` (tensor ops over the members' dimensions) gives exactly what its
+    ``loss`` vmapped over them gives, the base class's way: values and gradients, bit for bit, so a
+    population's numbers do not depend on which of the two computed them."""
+    cfg = compose_config([f"task={name}", "task.dtype=float64"] if name == "quadratic" else [f"task={name}"])
+    task = make_task(OmegaConf.to_container(cfg.task, resolve=True))
+    assert type(task).member_losses is not Task.member_losses, f"{name} computes its members' losses by vmap"
+    model = task.build_model()
+    outputs = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    dtype = next(model.parameters()).dtype
+    gen = torch.Generator().manual_seed(0)
+    out = torch.randn(2, 3, batch, outputs, generator=gen, dtype=dtype).requires_grad_()
+    target = (torch.randint(outputs, (2, 1, batch), generator=gen) if task.selection.metric == "accuracy"
+              else torch.randn(2, 1, batch, generator=gen, dtype=dtype)).expand(2, 3, batch)
+    direct, reference = task.member_losses(out, target), Task.member_losses(task, out, target)
+    assert direct.shape == (2, 3)
+    assert torch.equal(direct, reference)
+    assert torch.equal(*(torch.autograd.grad(v.sum(), out)[0] for v in (direct, reference)))

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.func import vmap
 
 from ..errors import ConfigError
 
@@ -104,6 +105,14 @@ class Task:
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         """The mean training loss over a batch."""
         raise NotImplementedError
+
+    def member_losses(self, output: Tensor, target: Tensor) -> Tensor:
+        """Each member's ``loss`` at once, for a population: output (S, P, B, ...) and target (S, P, B, ...)
+        with two leading member dimensions; shape (S, P). By default ``loss`` vmapped over both; a task
+        may write it with tensor ops over the leading dimensions instead (no vmap dispatch: about 200 us a
+        step less for 16 members of the quadratic), equal to the vmapped ``loss`` bit for bit, gradients
+        included (tests/test_tasks.py)."""
+        return vmap(vmap(self.loss))(output, target)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: Split, batch_size: int, data: Data) -> dict[str, float]:

@@ -44,6 +44,9 @@ class LinReg(Task):
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return nn.functional.mse_loss(output[:, 0], target)
 
+    def member_losses(self, output: Tensor, target: Tensor) -> Tensor:
+        return nn.functional.mse_loss(output[..., 0], target, reduction="none").mean(-1)
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: Split, batch_size: int, data: Data) -> dict[str, float]:
         sse = batched(
@@ -146,6 +149,9 @@ class Quadratic(Task):
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return 0.5 * torch.mean((output[:, 0] - target) ** 2)
+
+    def member_losses(self, output: Tensor, target: Tensor) -> Tensor:
+        return 0.5 * torch.mean((output[..., 0] - target) ** 2, dim=-1)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: Split, batch_size: int, data: Data) -> dict[str, float]:

@@ -75,6 +75,10 @@ class ImageTask(Task):
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         return nn.functional.cross_entropy(output, target)
 
+    def member_losses(self, output: Tensor, target: Tensor) -> Tensor:
+        per_example = nn.functional.cross_entropy(output.flatten(0, -2), target.flatten(), reduction="none")
+        return per_example.view(target.shape).mean(-1)
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: Split, batch_size: int, data: Data) -> dict[str, float]:
         def sums(x: Tensor, y: Tensor) -> Tensor:
