@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 from . import optimizers, store
 from .cli import command_line
 from .config import Settings, resolve
-from .env import environment, set_fp32_precision
+from .env import environment, set_determinism, set_fp32_precision
 from .errors import ConfigError
 from .loop import Outcome, Single, fit_members
 from .population import Population, build_optimizer
@@ -60,12 +60,7 @@ def configure_torch(s: Settings) -> None:
     if s.device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
         set_fp32_precision()
-    torch.use_deterministic_algorithms(bool(s.cfg["deterministic"]), warn_only=False)
-    # Deterministic mode also fills each new tensor's memory (with NaN) in case an op reads memory it never
-    # wrote. No op of a run does, and torch's note on the flag says such a program stays deterministic
-    # without the fill; the fill cost 7% of an mnist_logreg step (make bench). Repeated runs still agree bit
-    # for bit (tests/test_guarantees.py).
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    set_determinism(bool(s.cfg["deterministic"]))
 
 
 def run(cfg: DictConfig | Mapping[str, Any]) -> dict:

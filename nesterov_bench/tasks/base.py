@@ -111,7 +111,7 @@ class Task:
         with two leading member dimensions; shape (S, P). By default ``loss`` vmapped over both; a task
         may write it with tensor ops over the leading dimensions instead (no vmap dispatch: about 200 us a
         step less for 16 members of the quadratic), equal to the vmapped ``loss`` bit for bit, gradients
-        included (tests/test_tasks.py)."""
+        included (tests/test_population.py)."""
         return vmap(vmap(self.loss))(output, target)
 
     @torch.no_grad()
