@@ -15,10 +15,10 @@ setup: ## Create .venv and install the package with its dev extras (torch 2.14.1
 	$(PY) -m pip install -e '.[dev]'
 
 PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
-test: ## The fast test tier (3:56 on 2 cores, fresh clone): every module, real MNIST/Fashion-MNIST on a few tests
+test: ## The fast test tier (3:59 on 2 cores, fresh clone): every module, real MNIST/Fashion-MNIST on a few tests
 	$(PYTEST) -m "not slow"
 
-test-all: ## Every test, the slow tier included (18:32 on 2 cores; smoke pipeline, kill/collide sweeps, real epochs); what CI runs
+test-all: ## Every test, the slow tier included (20:46 on 2 cores; smoke pipeline, kill/collide sweeps, real epochs); what CI runs
 	$(PYTEST)
 
 lint: ## Check style with ruff
