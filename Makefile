@@ -51,7 +51,7 @@ latex-deps: ## Install the LaTeX toolchain from Debian when latexmk is missing
 paper-pdf: latex-deps ## Build paper/main.pdf from paper/generated/ (no training, no analysis)
 	latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet -cd paper/main.tex
 
-bench: ## Time the training loop, optimizer steps, vectorized members and threads against baselines (CPU, ~6 min; results/bench/)
+bench: ## Time the training loop, optimizer steps, vectorized members, threads, the CNN's layout and max-pool against baselines (CPU, ~6 min; results/bench/)
 	$(PY) scripts/bench.py --readme README.md
 
 gpu-bundle: ## Put what an air-gapped GPU node needs beside the tree (hydra/omegaconf/antlr4 wheels, MNIST archives) in gpu_bundle/

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench.py [--quick] [--out results/bench]
 
-Writes ``<out>/loop.json``, ``<out>/optimizer_step.json``, ``<out>/threads.json`` (lists of rows: device,
+Writes ``<out>/<section>.json`` for each section below (lists of rows: device,
 torch version, threads, measured figure, baseline, ratio, goal, pass) and ``<out>/README_table.md``, one
 Markdown table rendered from those JSON files only (for the README's owner to paste). Speeds are printed
 and recorded, never asserted.
@@ -49,6 +49,10 @@ What is timed
 5. ``layout``: the paper profile's fmnist_cnn (its CPU size) with ``task.memory_format=channels_last``
    against the default layout: the suite's loop (as in 1), and evaluations of its validation split.
    Reported, no goal.
+6. ``pooling``: the paper profile's fmnist_cnn network with the suite's max-pool (``tasks/pool.py``:
+   torch's channels-last kernel on NCHW activations, the same numbers bit for bit) against the same
+   network with ``nn.MaxPool2d``: a training step's forward and backward (the batch size of a run), and an
+   evaluation forward pass (the evaluation batch size), on generated images. Goal: not slower (>= 1x).
 
 How
 ---
@@ -82,13 +86,15 @@ from nesterov_bench.population import SAVING, Population, build_optimizer
 from nesterov_bench.rules import RULES
 from nesterov_bench.store import replace_generated
 from nesterov_bench.tasks import Data
+from nesterov_bench.tasks.pool import MaxPool2d
 from nesterov_bench.train import configure_torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [f"data.root={REPO / 'data'}", f"data.source={REPO.parent / 'shared' / 'data'}"]
-SECTIONS = ("loop", "optimizer_step", "population", "threads", "layout")  # one <out>/<section>.json each
+SECTIONS = ("loop", "optimizer_step", "population", "threads", "layout", "pooling")  # <out>/<section>.json
 #: layout: the paper profile's CNN (fmnist_cnn at its CPU size), default layout vs channels last
 LAYOUT_TASK, LAYOUT_STEPS = ["task=fmnist_cnn", "profile=paper", "experiment=tune", "trial=0"], 12
+POOLING_STEPS = 20  # pooling: the same CNN, the suite's max-pool vs nn.MaxPool2d (forward+backward steps)
 #: timed steps per round (0.1 to 3 s per contender and round on one core; the whole run about 2.5 min)
 LOOP_STEPS = {"mnist_logreg": 1500, "mnist_mlp": 60, "mnist_cnn": 12}
 OPT_STEPS = {"mnist_logreg": 2000, "mnist_mlp": 200, "mnist_cnn": 60}
@@ -388,6 +394,51 @@ def bench_layout(env: dict, steps: int, repeats: int) -> list[dict]:
     return rows
 
 
+def bench_pooling(env: dict, steps: int, repeats: int) -> list[dict]:
+    """The paper profile's fmnist_cnn with the suite's max-pool against the same layers (shared weights)
+    with nn.MaxPool2d: training steps (forward and backward) and evaluation forward passes."""
+    s = settings("fmnist_cnn", data=[*DATA, *LAYOUT_TASK])
+    torch.manual_seed(0)
+    suite = s.task.build_model()
+    plain = torch.nn.Sequential(*(torch.nn.MaxPool2d(m.kernel_size, m.stride, m.padding)
+                                  if isinstance(m, MaxPool2d) else m for m in suite))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(s.train.batch_size, *s.task.shape, generator=g), torch.arange(s.train.batch_size) % 10
+    x_eval = torch.randn(s.train.eval_batch_size, *s.task.shape, generator=g)
+
+    def training(model: torch.nn.Module) -> Callable[[int], float]:
+        def run(n: int) -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                model.zero_grad(set_to_none=True)
+                s.task.loss(model(x), y).backward()
+            return time.perf_counter() - t0
+        return run
+
+    def evaluating(model: torch.nn.Module) -> Callable[[int], float]:
+        def run(n: int) -> float:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                for _ in range(n):
+                    model(x_eval)
+            return time.perf_counter() - t0
+        return run
+
+    rows = []
+    for what, make, batch in (("training steps", training, s.train.batch_size),
+                              ("evaluation passes", evaluating, s.train.eval_batch_size)):
+        t = timed_rounds({"suite": make(suite), "torch": make(plain)}, steps, repeats)
+        rate = {k: [steps / v for v in vs] for k, vs in t.items()}
+        r = row(env, "pooling", "fmnist_cnn", f"{what}, suite's max-pool vs nn.MaxPool2d", "passes/s",
+                rate["suite"], "nn.MaxPool2d", rate["torch"], (">=", 1.0),
+                f"paper profile's network (width {s.cfg['task']['width']:g}), batch {batch}, the same "
+                "numbers bit for bit")
+        rows.append(r)
+        print(f"pooling fmnist_cnn    {what}: nn.MaxPool2d {r['baseline']:8.2f} passes/s | suite "
+              f"{r['measured']:8.2f} -> {r['ratio']:5.2f}x", flush=True)
+    return rows
+
+
 def _fmt(v: float) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
 
@@ -435,7 +486,8 @@ def main() -> None:
                "optimizer_step": lambda: bench_optimizer(env, opt_steps, repeats),
                "population": lambda: bench_population(env, pop, repeats),
                "threads": lambda: bench_threads(env, thread_steps, repeats),
-               "layout": lambda: bench_layout(env, 2 if args.quick else LAYOUT_STEPS, repeats)}
+               "layout": lambda: bench_layout(env, 2 if args.quick else LAYOUT_STEPS, repeats),
+               "pooling": lambda: bench_pooling(env, 2 if args.quick else POOLING_STEPS, repeats)}
     chosen = args.sections.split(",")
     if unknown := set(chosen) - set(SECTIONS):
         ap.error(f"unknown section {sorted(unknown)[0]!r}; choose from {', '.join(SECTIONS)}")

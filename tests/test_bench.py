@@ -52,6 +52,9 @@ def test_bench_quick_writes_rows_and_the_table_from_them(tmp_path):
     assert {(r["task"], r["measurement"], r["goal"]) for r in rows if r["section"] == "layout"} == {
         ("fmnist_cnn", "training steps, channels last vs default", None),
         ("fmnist_cnn", "evaluations of the validation split, channels last vs default", None)}
+    assert {(r["task"], r["measurement"], r["goal"]) for r in rows if r["section"] == "pooling"} == {
+        ("fmnist_cnn", "training steps, suite's max-pool vs nn.MaxPool2d", "ratio >= 1"),
+        ("fmnist_cnn", "evaluation passes, suite's max-pool vs nn.MaxPool2d", "ratio >= 1")}
     table = (tmp_path / "README_table.md").read_text()
     assert table == bench.markdown(bench.read_rows(tmp_path))
     assert sum(line.startswith("| ") for line in table.splitlines()) == len(rows) + 1  # header + rows

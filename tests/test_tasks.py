@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nesterov_bench.errors import ConfigError
-from nesterov_bench.tasks import make_task
+from nesterov_bench.tasks import TASKS, make_task
+from nesterov_bench.tasks.vision import ConvTask
 
 from .conftest import REPO
 
@@ -252,3 +253,59 @@ def test_channels_last_is_the_same_network_to_float_rounding(name, width):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
     with pytest.raises(ConfigError, match="task.memory_format"):
         make_task({**cfg, "memory_format": "nhwc"})
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32)
+
+
+def _pools_of_the_cnns() -> list[torch.nn.MaxPool2d]:
+    """Every max-pool of the registered tasks' networks (the settings the suite uses)."""
+    pools = {}
+    for name, cls in TASKS.items():
+        if issubclass(cls, ConvTask):
+            for m in make_task({**MLP, "name": name}).build_model():
+                if isinstance(m, torch.nn.MaxPool2d):
+                    pools[repr(m)] = m
+    return list(pools.values())
+
+
+@pytest.mark.parametrize("pool", _pools_of_the_cnns(), ids=repr)
+def test_max_pool_equals_torchs_bit_for_bit(pool):
+    """The CNNs' max-pool (tasks/pool.py: torch's channels-last kernel forward, its NCHW kernel backward)
+    gives nn.MaxPool2d's values and gradients bit for bit, on inputs made of ties (small integers, as the
+    background of an image after a convolution), NaNs, infinities and signed zeros, odd and even sizes;
+    with and without gradients."""
+    assert type(pool) is not torch.nn.MaxPool2d  # the CNNs use the suite's pool
+    reference = torch.nn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                                   ceil_mode=pool.ceil_mode)
+    g = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        x = torch.randint(-3, 4, (3, 5, 9 + trial % 4, 10 + trial % 3), generator=g).float()
+        r = torch.rand(x.shape, generator=g)
+        x[r < 0.04] = float("nan")
+        x[(r >= 0.04) & (r < 0.08)] = -0.0
+        x[(r >= 0.08) & (r < 0.10)] = float("-inf")
+        x[(r >= 0.10) & (r < 0.12)] = float("inf")
+        with torch.no_grad():
+            assert torch.equal(_bits(pool(x)), _bits(reference(x)))
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_a, out_b = pool(a), reference(b)
+        assert out_a.is_contiguous() and torch.equal(_bits(out_a), _bits(out_b))
+        grad = torch.randint(-2, 3, out_b.shape, generator=g).float()
+        grad[torch.rand(grad.shape, generator=g) < 0.2] = -0.0
+        out_a.backward(grad)
+        out_b.backward(grad)
+        assert torch.equal(_bits(a.grad), _bits(b.grad))
+
+
+def test_max_pool_is_torchs_own_where_it_gains_nothing():
+    """Channels-last input stays channels last (task.memory_format), and inside a vmap (a population) the
+    pool is nn.MaxPool2d's, member by member."""
+    pool = _pools_of_the_cnns()[0]
+    reference = torch.nn.MaxPool2d(pool.kernel_size, pool.stride, pool.padding)
+    x = torch.randn(4, 6, 8, 8, generator=torch.Generator().manual_seed(1))
+    last = x.contiguous(memory_format=torch.channels_last)
+    assert pool(last).is_contiguous(memory_format=torch.channels_last)
+    stacked = torch.stack([x, -x])
+    assert torch.equal(torch.func.vmap(pool)(stacked), torch.stack([reference(x), reference(-x)]))

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..data import generated_images, load_images
 from ..errors import ConfigError
 from .base import Data, Selection, Split, Task, batched, register
+from .pool import MaxPool2d
 
 
 class ImageTask(Task):
@@ -158,8 +159,8 @@ def two_conv_two_dense(channels: int = 1, width: float = 1.0) -> nn.Module:
     CPU-sized network at width < 1; 1 is DeepOBS's)."""
     c1, c2, fc = (max(1, round(n * width)) for n in (32, 64, 1024))
     return _init(nn.Sequential(
-        nn.Conv2d(channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(channels, c1, 5, padding=2), nn.ReLU(), MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), MaxPool2d(2),
         nn.Flatten(), nn.Linear(7 * 7 * c2, fc), nn.ReLU(), nn.Linear(fc, 10),
     ), _trunc_normal(0.05), 0.05)
 
@@ -226,9 +227,9 @@ class Cifar10CNN(ConvTask):
 
     def network(self) -> nn.Module:
         return _init(nn.Sequential(
-            nn.Conv2d(3, 64, 5), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
-            nn.Conv2d(64, 96, 3), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
-            nn.Conv2d(96, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(3, 64, 5), nn.ReLU(), MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(64, 96, 3), nn.ReLU(), MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(96, 128, 3, padding=1), nn.ReLU(), MaxPool2d(3, 2, padding=1),
             nn.Flatten(), nn.Linear(3 * 3 * 128, 512), nn.ReLU(),
             nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10),
         ), _xavier, 0.0)
