@@ -293,6 +293,22 @@ def test_target_levels_are_reached_by_every_reference_seed_in_time(tmp_path):
         assert mine.reached.all() and (mine.steps <= mine.fraction * mine.tau).all()
 
 
+def test_the_width_figures_line_is_the_weighted_least_squares_fit():
+    """The line drawn through the width sweep's points is np.polyfit's weighted fit (to float rounding),
+    computed from exactly rounded sums so that it does not depend on the CPU's LAPACK kernels."""
+    from nesterov_bench.analyze.figures import weighted_line
+
+    rng = np.random.default_rng(0)
+    for n in (3, 4, 7):
+        x, y, w = rng.normal(size=n) * 2 + 4, rng.normal(size=n), rng.uniform(0.1, 5.0, size=n)
+        icpt, slope = weighted_line(list(x), list(y), list(w))
+        ref_slope, ref_icpt = np.polyfit(x, y, 1, w=np.sqrt(w))
+        assert slope == pytest.approx(ref_slope, rel=1e-10, abs=1e-12)
+        assert icpt == pytest.approx(ref_icpt, rel=1e-10, abs=1e-12)
+    # points on a line with unequal weights: that line exactly
+    assert weighted_line([1.0, 2.0, 4.0], [3.0, 5.0, 9.0], [1.0, 10.0, 0.5]) == (1.0, 2.0)
+
+
 def test_claim_v_is_the_slope_over_the_width_sweep(tmp_path):
     """Nesterov 4x faster than GD at width 16, halving with every factor 4 of width (about 1.6x per decade
     of parameters): larger gains for small models, measured over the widths."""
