@@ -21,6 +21,7 @@ from scipy import stats as sps
 
 from nesterov_bench import store, theory
 from nesterov_bench.analyze import claims, measures, quadratic, speed, tables, verdicts
+from nesterov_bench.analyze.figures import weighted_line
 from nesterov_bench.analyze.load import load
 from nesterov_bench.analyze.outputs import copy_paper_sources, destinations, typeset
 from nesterov_bench.analyze.stats import paired, summarize
@@ -296,8 +297,6 @@ def test_target_levels_are_reached_by_every_reference_seed_in_time(tmp_path):
 def test_the_width_figures_line_is_the_weighted_least_squares_fit():
     """The line drawn through the width sweep's points is np.polyfit's weighted fit (to float rounding),
     computed from exactly rounded sums so that it does not depend on the CPU's LAPACK kernels."""
-    from nesterov_bench.analyze.figures import weighted_line
-
     rng = np.random.default_rng(0)
     for n in (3, 4, 7):
         x, y, w = rng.normal(size=n) * 2 + 4, rng.normal(size=n), rng.uniform(0.1, 5.0, size=n)

@@ -574,7 +574,8 @@ def width_fig(study: Study, claims: list, out: Path) -> list[Path]:
                     label=f"vs {OPT_LABEL[b]}: {2 ** -comp.pooled.estimate:.2f}x per decade")
         w = [1 / (max(e.se, 1e-12) ** 2 + (comp.pooled.tau2 or 0.0)) for _, e in pts]
         icpt, slope = weighted_line([math.log10(v) for v in x], [float(v) for v in est], w)
-        lx = [math.log10(x.min()) + (math.log10(x.max()) - math.log10(x.min())) * i / 49 for i in range(50)]
+        lo_x, hi_x = math.log10(x.min()), math.log10(x.max())
+        lx = [lo_x + (hi_x - lo_x) * i / 49 for i in range(50)]
         ax.plot([10 ** v for v in lx], [2 ** (icpt + slope * v) for v in lx], "-", color=COLORS[b], lw=1)
     ax.axhline(1.0, color="0.4", lw=0.8, ls="--")
     ax.set_xscale("log")
