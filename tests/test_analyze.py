@@ -21,10 +21,9 @@ from scipy import stats as sps
 
 from nesterov_bench import store, theory
 from nesterov_bench.analyze import claims, measures, quadratic, speed, tables, verdicts
-from nesterov_bench.analyze.figures import weighted_line
 from nesterov_bench.analyze.load import load
 from nesterov_bench.analyze.outputs import copy_paper_sources, destinations, typeset
-from nesterov_bench.analyze.stats import paired, summarize
+from nesterov_bench.analyze.stats import paired, summarize, weighted_line
 from nesterov_bench.analyze.study import Study
 from nesterov_bench.analyze.tables import tex
 
@@ -294,18 +293,29 @@ def test_target_levels_are_reached_by_every_reference_seed_in_time(tmp_path):
         assert mine.reached.all() and (mine.steps <= mine.fraction * mine.tau).all()
 
 
-def test_the_width_figures_line_is_the_weighted_least_squares_fit():
-    """The line drawn through the width sweep's points is np.polyfit's weighted fit (to float rounding),
-    computed from exactly rounded sums so that it does not depend on the CPU's LAPACK kernels."""
+def test_every_fitted_line_is_statsmodels_wls_in_exactly_rounded_sums():
+    """The one line fit (claim (v)'s meta-regression, the width figure, the quadratic's rates) equals
+    statsmodels' WLS -- slope, intercept and the slope's standard error -- and np.polyfit (weights
+    sqrt(w)) to float rounding, while computed from exactly rounded sums so that it does not depend on
+    the CPU's LAPACK kernels; unweighted when no weights are given."""
+    import statsmodels.api as sm
     rng = np.random.default_rng(0)
     for n in (3, 4, 7):
         x, y, w = rng.normal(size=n) * 2 + 4, rng.normal(size=n), rng.uniform(0.1, 5.0, size=n)
-        icpt, slope = weighted_line(list(x), list(y), list(w))
+        line = weighted_line(x, y, w)
+        fit = sm.WLS(y, sm.add_constant(x), weights=w).fit()
+        assert line.slope == pytest.approx(fit.params[1], rel=1e-10, abs=1e-12)
+        assert line.intercept == pytest.approx(fit.params[0], rel=1e-10, abs=1e-12)
+        assert line.se == pytest.approx(fit.bse[1], rel=1e-10)
         ref_slope, ref_icpt = np.polyfit(x, y, 1, w=np.sqrt(w))
-        assert slope == pytest.approx(ref_slope, rel=1e-10, abs=1e-12)
-        assert icpt == pytest.approx(ref_icpt, rel=1e-10, abs=1e-12)
-    # points on a line with unequal weights: that line exactly
-    assert weighted_line([1.0, 2.0, 4.0], [3.0, 5.0, 9.0], [1.0, 10.0, 0.5]) == (1.0, 2.0)
+        assert (line.slope, line.intercept) == pytest.approx((ref_slope, ref_icpt), rel=1e-10, abs=1e-12)
+        assert weighted_line(x, y).slope == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-10, abs=1e-12)
+    # points on a line with unequal weights: that line exactly, with no residual spread
+    line = weighted_line([1.0, 2.0, 4.0], [3.0, 5.0, 9.0], [1.0, 10.0, 0.5])
+    assert (line.intercept, line.slope, line.se) == (1.0, 2.0, 0.0)
+    assert math.isnan(weighted_line([1.0, 2.0], [0.0, 1.0]).se)  # two points: no spread to estimate
+    with pytest.raises(ValueError, match="3 x, 2 y"):
+        weighted_line([1.0, 2.0, 3.0], [1.0, 2.0], [1.0, 1.0, 1.0])
 
 
 def test_claim_v_is_the_slope_over_the_width_sweep(tmp_path):

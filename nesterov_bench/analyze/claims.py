@@ -24,10 +24,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import stats
 
 from . import verdicts
+from .stats import weighted_line
 from .study import Study
 from .verdicts import Estimate
 
@@ -174,15 +174,15 @@ def size_slope(study: Study, baseline: str, rope: float, across_tasks: Compariso
     c.seeds_needed = {t: source.seeds_needed[t] for t in units if t in source.seeds_needed}
     if len(units) < 3:
         return c
-    y = np.array([source.effects[t].estimate for t in units])
-    x = np.log10([params[t] for t in units])
     tau2 = source.pooled.tau2 if source.pooled and math.isfinite(source.pooled.tau2) else 0.0
-    w = 1 / (np.maximum([source.effects[t].se for t in units], 1e-12) ** 2 + tau2)  # (se 0: no spread)
-    fit = sm.WLS(y, sm.add_constant(x), weights=w).fit()
-    slope, se = -float(fit.params[1]), float(fit.bse[1])
+    se = [max(source.effects[t].se, 1e-12) for t in units]  # (se 0: no spread)
+    line = weighted_line([math.log10(params[t]) for t in units],  # math, not numpy: same bits anywhere
+                         [source.effects[t].estimate for t in units], [1 / (s ** 2 + tau2) for s in se])
+    slope, se = -line.slope, line.se
     hw = float(stats.t.ppf(0.5 + rule["level"] / 2, len(units) - 2)) * se
     c.pooled = Estimate(slope, slope - hw, slope + hw, se, len(units),
                         outcome=verdicts.outcome(slope - hw, slope + hw, rope), tau2=tau2,
+                        intercept=line.intercept,
                         method="weighted meta-regression" + (" over widths" if source is per_width
                                                              else " over tasks"))
     c.verdict = verdicts.verdict(c.pooled.outcome)

@@ -535,20 +535,6 @@ def tunability(study: Study, out: Path) -> list[Path]:
     return save(fig, out, "tunability")
 
 
-def weighted_line(x: list[float], y: list[float], w: list[float]) -> tuple[float, float]:
-    """Intercept a and slope b of the weighted least-squares line y = a + b x (minimizing
-    sum_i w_i (y_i - a - b x_i)^2), in closed form over exactly rounded sums (``math.fsum``), so the same
-    inputs draw the same line to the last bit on any CPU. ``np.polyfit`` goes through LAPACK, whose
-    kernels differ by CPU: its last bits moved anti-aliased pixels of the width-sweep figure between two
-    hosts, and ``make paper`` no longer left the tree unchanged."""
-    sw = math.fsum(w)
-    mx = math.fsum(wi * xi for wi, xi in zip(w, x, strict=True)) / sw
-    my = math.fsum(wi * yi for wi, yi in zip(w, y, strict=True)) / sw
-    sxx = math.fsum(wi * (xi - mx) ** 2 for wi, xi in zip(w, x, strict=True))
-    slope = math.fsum(wi * (xi - mx) * (yi - my) for wi, xi, yi in zip(w, x, y, strict=True)) / sxx
-    return my - slope * mx, slope
-
-
 def width_fig(study: Study, claims: list, out: Path) -> list[Path]:
     """Claim (v) over the width sweep: Nesterov's speed-up over GD and heavy ball against the parameter
     count (95% interval over seeds), with the weighted meta-regression's line."""
@@ -572,8 +558,7 @@ def width_fig(study: Study, claims: list, out: Path) -> list[Path]:
         ax.errorbar(x * nudge, 2 ** est, yerr=[2 ** est - 2 ** lo, 2 ** hi - 2 ** est], fmt="o",
                     color=COLORS[b], capsize=3,
                     label=f"vs {OPT_LABEL[b]}: {2 ** -comp.pooled.estimate:.2f}x per decade")
-        w = [1 / (max(e.se, 1e-12) ** 2 + (comp.pooled.tau2 or 0.0)) for _, e in pts]
-        icpt, slope = weighted_line([math.log10(v) for v in x], [float(v) for v in est], w)
+        icpt, slope = comp.pooled.intercept, -comp.pooled.estimate  # the claim's own line
         lo_x, hi_x = math.log10(x.min()), math.log10(x.max())
         lx = [lo_x + (hi_x - lo_x) * i / 49 for i in range(50)]
         ax.plot([10 ** v for v in lx], [2 ** (icpt + slope * v) for v in lx], "-", color=COLORS[b], lw=1)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import theory
 from . import measures
+from .stats import weighted_line
 from .study import Study
 
 KEY = "train/suboptimality"
@@ -21,11 +22,11 @@ def fitted_rate(steps, subopt, decades: float = 24.0) -> float:
     """The per-step rate r of the error norm ||x_k - x*|| from a suboptimality curve f_k ~ C r^(2k).
 
     f - f* is quadratic in the error, so r is the square root of the per-step ratio of f: r =
-    exp(slope / 2), slope fitted by least squares to log f over the late part of the linear phase --
-    the second half of the iterations between the curve's first decade below its start and ``decades``
-    below it (before float64's floor). Late, because where the iteration matrix has a repeated
-    eigenvalue (heavy ball at Polyak's setting) the error decays like k r^k, and early iterations
-    would bias the slope by 1/k. nan when fewer than 3 points qualify."""
+    exp(slope / 2), slope fitted by least squares (``stats.weighted_line``) to log f over the late part
+    of the linear phase -- the second half of the iterations between the curve's first decade below its
+    start and ``decades`` below it (before float64's floor). Late, because where the iteration matrix
+    has a repeated eigenvalue (heavy ball at Polyak's setting) the error decays like k r^k, and early
+    iterations would bias the slope by 1/k. nan when fewer than 3 points qualify."""
     k, f = np.asarray(steps, dtype=float), np.asarray(subopt, dtype=float)
     ok = np.isfinite(f) & (f > 0)
     k, f = k[ok], f[ok]
@@ -37,7 +38,7 @@ def fitted_rate(steps, subopt, decades: float = 24.0) -> float:
     late = inside[len(inside) // 2:]
     if len(late) < 3:
         return math.nan
-    slope = np.polyfit(k[late], np.log(f[late]), 1)[0]
+    slope = weighted_line(k[late], [math.log(v) for v in f[late]]).slope  # same bits on every CPU
     return float(math.exp(slope / 2))
 
 

@@ -1,4 +1,5 @@
-"""One aggregation everywhere: per-seed values -> mean with a 95% Student-t interval, median, n."""
+"""One aggregation everywhere: per-seed values -> mean with a 95% Student-t interval, median, n; and
+one straight-line fit (weighted least squares in closed form) for every fitted line."""
 
 from __future__ import annotations
 
@@ -43,3 +44,37 @@ def paired(a: dict, b: dict) -> Summary:
     """Summary of a[s] - b[s] over the seeds s both have (a paired comparison on the same seeds)."""
     common = sorted(set(a) & set(b))
     return summarize([a[s] - b[s] for s in common])
+
+
+@dataclass(frozen=True)
+class Line:
+    intercept: float
+    slope: float
+    se: float  # standard error of the slope (nan with fewer than 3 points)
+
+
+def weighted_line(x, y, w=None) -> Line:
+    """The weighted least-squares line y = a + b x, minimizing sum_i w_i (y_i - a - b x_i)^2 (w = 1
+    when not given), in closed form:
+
+        xbar = sum w x / sum w,   Sxx = sum w (x - xbar)^2,   b = sum w (x - xbar)(y - ybar) / Sxx,
+        a = ybar - b xbar,        se(b) = sqrt(s^2 / Sxx),    s^2 = sum w r^2 / (n - 2),
+
+    with r the residuals -- statsmodels' ``WLS`` slope and ``bse`` and ``np.polyfit``'s line with
+    weights sqrt(w). Every sum is exactly rounded (``math.fsum``), so the same inputs give the same
+    bits on any CPU: ``np.polyfit`` and ``WLS`` go through LAPACK, whose kernels differ by CPU, and
+    their last bits once moved pixels of a figure between two hosts (``make paper`` changed the tree)."""
+    x, y = [float(v) for v in x], [float(v) for v in y]
+    w = [1.0] * len(x) if w is None else [float(v) for v in w]
+    if not len(x) == len(y) == len(w):
+        raise ValueError(f"weighted_line: {len(x)} x, {len(y)} y and {len(w)} weights")
+    pts = list(zip(w, x, y, strict=True))
+    sw = math.fsum(w)
+    mx, my = math.fsum(wi * xi for wi, xi, _ in pts) / sw, math.fsum(wi * yi for wi, _, yi in pts) / sw
+    sxx = math.fsum(wi * (xi - mx) ** 2 for wi, xi, _ in pts)
+    slope = math.fsum(wi * (xi - mx) * (yi - my) for wi, xi, yi in pts) / sxx
+    icpt = my - slope * mx
+    if len(pts) < 3:
+        return Line(icpt, slope, math.nan)
+    s2 = math.fsum(wi * (yi - icpt - slope * xi) ** 2 for wi, xi, yi in pts) / (len(pts) - 2)
+    return Line(icpt, slope, math.sqrt(s2 / sxx))

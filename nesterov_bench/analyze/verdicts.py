@@ -60,6 +60,7 @@ class Estimate:
     tau2: float = math.nan  # between-task variance (pooled)
     method: str = ""
     p: float = math.nan  # two-sided p-value of "no effect" (t on n - 1 degrees of freedom, per task)
+    intercept: float = math.nan  # a meta-regression's line: -estimate is its slope (claim (v))
 
     @property
     def has_interval(self) -> bool:
