@@ -166,6 +166,9 @@ def resolve(cfg: DictConfig | Mapping[str, Any]) -> Settings:
     s = Settings(cfg=cfg, task=make_task(cfg["task"]), opt=OptimizerConfig.from_mapping(cfg["optimizer"]),
                  train=TrainConfig.from_mapping(cfg["train"]), device=resolve_device(cfg["device"]),
                  seed=seed)
+    if s.train.precision == "bf16" and cfg["task"].get("dtype") == "float64":
+        raise ConfigError("train.precision=bf16 would change nothing: autocast leaves float64 alone, and "
+                          f"task {cfg['task']['name']} computes in float64 (task.dtype=float64); drop one")
     if s.train.momentum_schedule is not None and "momentum" not in hyperparameters(s.opt):
         raise ConfigError(f"train.momentum_schedule ramps momentum, which optimizer {s.opt.name} does not "
                           "have; use schedule=none or a momentum optimizer")

@@ -8,6 +8,7 @@ vectorized program (``population.Population``): ``fit`` is ``fit_members`` with 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -214,6 +215,10 @@ def fit_members(
     total_steps, mid_epoch = budget.total_steps, budget.mid_epoch
     eval_splits = evaluation_splits(data, tc)
     watch = _Stopwatch(train.x.device)
+    # train.precision=bf16: every forward pass (training and evaluation) under bf16 autocast; the
+    # parameters, their gradients and the optimizer's state stay float32
+    amp = (torch.autocast(train.x.device.type, dtype=torch.bfloat16) if tc.precision == "bf16"
+           else contextlib.nullcontext())
     schedules = Schedules(tc.lr_schedule, tc.momentum_schedule, total_steps)
     # gradient noise (the noisy quadratic): member k's own stream, seeded from its batch-order seed
     noise = None if data.grad_noise is None else [
@@ -242,7 +247,8 @@ def fit_members(
             member.eval()
             ok = True
             for name, split in splits.items():
-                metrics = task.evaluate(member, split, tc.eval_batch_size, data)
+                with amp:
+                    metrics = task.evaluate(member, split, tc.eval_batch_size, data)
                 records[k](step, epoch, name, metrics, watch.total)
                 finals[k].update({f"{name}/{m}": v for m, v in metrics.items()})
                 ok = ok and math.isfinite(metrics["loss"])
@@ -276,7 +282,8 @@ def fit_members(
                     x, y = x[None], y[None]
             else:
                 x, y = _gather(train.x, batches[i]), _gather(train.y, batches[i])
-            loss, per_member = members.losses(x, y)
+            with amp:
+                loss, per_member = members.losses(x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if noise is not None:

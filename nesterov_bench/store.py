@@ -2,7 +2,7 @@
 
 Layout (paths come from the config, never the clock, so a rerun finds what is done)::
 
-    <results_dir>/runs/<experiment_name>/<stage>/<task>/<optimizer>/lr=<lr>[,momentum=<m>]/seed=<s>/
+    <results_dir>/runs/<experiment_name>/<stage>/<task>/<optimizer>/lr=<lr>[,momentum=<m>][,...]/seed=<s>/
         run.json          status, resolved config, final metrics, times, environment (written last)
         metrics.parquet   long format: step, epoch, split, metric, value, time_s
         wandb/            the offline W&B mirror, if any (not committed)
@@ -47,6 +47,8 @@ def run_path(cfg: Mapping[str, Any]) -> Path:
     hp = dirname(cfg["optimizer"])  # lr=0.01,momentum=0.9: the optimizer's own settings
     if cfg["train"].get("epoch_decay"):
         hp += f",epoch_decay={cfg['train']['epoch_decay']:g}"
+    if cfg["train"].get("precision"):  # bf16: not the float32 run of the same settings
+        hp += f",precision={cfg['train']['precision']}"
     for key in cfg.get("path_keys") or ():  # settings a sweep varies beyond those above
         hp += f",{key}={_path_value(lookup(cfg, key))}"
     return (

@@ -28,6 +28,7 @@ class TrainConfig:
     momentum_schedule: dict | None = None  # None = constant
     eval_test: str | None = None  # None = "every": test split at every evaluation; "last": at the last only
     sampling: str | None = None  # None = "permutation" (each epoch a shuffle); "replacement": iid draws
+    precision: str | None = None  # None = float32 throughout; "bf16": forward passes under bf16 autocast
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -57,11 +58,13 @@ class TrainConfig:
         if d.get("sampling") not in (None, "permutation", "replacement"):
             raise ConfigError("train.sampling must be permutation, replacement or null, "
                               f"got {d['sampling']!r}")
+        if d.get("precision") not in (None, "bf16"):
+            raise ConfigError(f"train.precision must be bf16 or null (float32), got {d['precision']!r}")
         return cls(d["epochs"], bs, d["log_every"], d["eval_every"], d.get("eval_train_size"),
                    d["eval_batch_size"], d.get("max_steps"), float(decay), d.get("evals_per_epoch", 1),
                    check("lr_schedule", d.get("lr_schedule"), LR),
                    check("momentum_schedule", d.get("momentum_schedule"), MOMENTUM), d.get("eval_test"),
-                   d.get("sampling"))
+                   d.get("sampling"), d.get("precision"))
 
     def check_against(self, n_train: int) -> None:
         """Refuse a batch larger than the training split (it would silently become full batch)."""

@@ -119,6 +119,10 @@ BAD_INPUT = {
     "batch larger than the image subset": (
         ["task=mnist_cnn", "data.generated=true", "task.train_size=100", "task.val_size=100",
          "train.batch_size=101"], "train.batch_size=101 is larger than the training split (100"),
+    "precision unknown": (["train.precision=fp16"],
+                          "train.precision must be bf16 or null (float32), got 'fp16'"),
+    "bf16 on a float64 task": (["task=quadratic", "task.dtype=float64", "train.precision=bf16"],
+                               "train.precision=bf16 would change nothing: autocast leaves float64 alone"),
     "seed not a number": (["seed=abc"], "seed must be a non-negative integer, got 'abc'"),
     "seed fractional": (["seed=1.5"], "seed must be a non-negative integer, got 1.5"),
     "seed negative": (["seed=-1"], "seed must be a non-negative integer, got -1"),

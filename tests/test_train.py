@@ -181,6 +181,42 @@ def test_one_epoch_reaches_article_level_accuracy(tmp_path, task, optimizer, lr,
     assert record["final"]["test/accuracy"] >= threshold, record["final"]
 
 
+@pytest.mark.parametrize("task", ["mnist_mlp", "mnist_cnn"])
+def test_bf16_runs_in_its_own_directory_close_to_float32_with_float32_state(tmp_path, task):
+    """train.precision=bf16 (mixed precision): the forward passes in bfloat16 -- numbers that differ from
+    float32's, yet stay within bf16's rounding of them over a short CPU-sized run -- while the parameters
+    stay float32; recorded in run.json and named in its own directory, so the float32 run of the same
+    settings is never taken in its place (nor refused as a changed one)."""
+    import torch
+
+    from nesterov_bench import optimizers
+    from nesterov_bench.config import resolve
+    from nesterov_bench.loop import fit
+    from nesterov_bench.train import load_data
+
+    over = [f"task={task}", "optimizer=nesterov", "optimizer.lr=0.01", *SMALL_IMAGES, "train.max_steps=8",
+            "train.log_every=2", "train.evals_per_epoch=1"]
+    fp32 = train(tmp_path, *over)
+    bf16 = train(tmp_path, *over, "train.precision=bf16")
+    assert fp32["status"] == bf16["status"] == "completed"
+    assert bf16["run_dir"] == fp32["run_dir"].replace(",momentum=0.9/", ",momentum=0.9,precision=bf16/")
+    assert bf16["config"]["train"]["precision"] == "bf16" and fp32["config"]["train"]["precision"] is None
+    a, b = (pd.read_parquet(f"{r['run_dir']}/metrics.parquet") for r in (fp32, bf16))
+    assert list(a.step) == list(b.step) and list(a.metric) == list(b.metric)
+    losses = a.metric.isin(["loss", "batch_loss"])
+    assert not a.value.equals(b.value)  # autocast did run in bf16
+    assert (b.value[losses] - a.value[losses]).abs().max() <= 0.02 * a.value[losses].abs().max()
+    # through the loop itself: the parameters, their gradients and the momentum buffers stay float32
+    s = resolve(compose_config(overrides(tmp_path, *over, "train.precision=bf16")))
+    model = s.task.build_model()
+    opt = optimizers.build(model.parameters(), s.opt)
+    fit(s.task, model, opt, load_data(s), s.train, batch_generator=torch.Generator().manual_seed(0),
+        record=lambda *_: None)
+    tensors = [t for p in model.parameters() for t in (p, p.grad, *opt.state[p].values())]
+    assert len(tensors) == 3 * len(list(model.parameters()))
+    assert {t.dtype for t in tensors} == {torch.float32}
+
+
 @pytest.mark.parametrize("when", ["last", "every"])
 def test_eval_test_last_scores_the_test_split_once_at_the_end(tmp_path, when):
     """train.eval_test=last: validation and train at every evaluation, the test split only at the last
