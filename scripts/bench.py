@@ -53,6 +53,10 @@ What is timed
    torch's channels-last kernel on NCHW activations, the same numbers bit for bit) against the same
    network with ``nn.MaxPool2d``: a training step's forward and backward (the batch size of a run), and an
    evaluation forward pass (the evaluation batch size), on generated images. Goal: not slower (>= 1x).
+7. ``precision``: ``train.precision=bf16`` (forward passes under bf16 autocast) against float32: the
+   suite's loop (as in 1) on mnist_mlp and mnist_cnn at their default sizes. Reported, no goal: bf16
+   changes a run's numbers (its runs have their own directories), and its speed is the CPU's -- the notes
+   name the CPU's bf16 instructions (``/proc/cpuinfo``), without which bf16 is emulated.
 
 How
 ---
@@ -91,7 +95,8 @@ from nesterov_bench.train import configure_torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = [f"data.root={REPO / 'data'}", f"data.source={REPO.parent / 'shared' / 'data'}"]
-SECTIONS = ("loop", "optimizer_step", "population", "threads", "layout", "pooling")  # <out>/<section>.json
+SECTIONS = ("loop", "optimizer_step", "population", "threads", "layout", "pooling",
+            "precision")  # <out>/<section>.json
 #: layout: the paper profile's CNN (fmnist_cnn at its CPU size), default layout vs channels last
 LAYOUT_TASK, LAYOUT_STEPS = ["task=fmnist_cnn", "profile=paper", "experiment=tune", "trial=0"], 12
 POOLING_STEPS = 20  # pooling: the same CNN, the suite's max-pool vs nn.MaxPool2d (forward+backward steps)
@@ -394,6 +399,33 @@ def bench_layout(env: dict, steps: int, repeats: int) -> list[dict]:
     return rows
 
 
+def bf16_instructions() -> str:
+    """The CPU's bf16 instruction-set flags (avx512_bf16, amx_bf16, ...), from /proc/cpuinfo."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next(line for line in lines if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    return ", ".join(sorted(f for f in flags.split(":", 1)[1].split() if "bf16" in f)) or "none"
+
+
+def bench_precision(env: dict, steps: dict[str, int], repeats: int) -> list[dict]:
+    """train.precision=bf16 against float32: training steps of the suite's loop (as in 1)."""
+    rows, has = [], bf16_instructions()
+    for task, n in steps.items():
+        both = {p: settings(task, data=[*DATA, f"train.precision={p}"]) for p in ("null", "bf16")}
+        data = both["null"].task.load_data(both["null"].cfg["data"], torch.device("cpu"))
+        t = timed_rounds({p: suite_loop(s, data) for p, s in both.items()}, n, repeats)
+        rate = {p: [n / x for x in v] for p, v in t.items()}
+        r = row(env, "precision", task, "training steps, bf16 autocast vs float32", "steps/s", rate["bf16"],
+                "float32", rate["null"], None,
+                f"batch {both['null'].train.batch_size}; {env['device_name']}, bf16 instructions: {has}")
+        rows.append(r)
+        print(f"precision {task:11s} float32 {r['baseline']:8.2f} steps/s | bf16 {r['measured']:8.2f} "
+              f"-> {r['ratio']:5.2f}x ({has})", flush=True)
+    return rows
+
+
 def bench_pooling(env: dict, steps: int, repeats: int) -> list[dict]:
     """The paper profile's fmnist_cnn with the suite's max-pool against the same layers (shared weights)
     with nn.MaxPool2d: training steps (forward and backward) and evaluation forward passes."""
@@ -482,12 +514,14 @@ def main() -> None:
           f"{torch.get_num_threads()} thread(s), median of {repeats} round(s) after a warm-up", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     thread_steps = {k: loop_steps[k] for k in ("mnist_logreg", "mnist_mlp")}
+    precision_steps = {k: loop_steps[k] for k in ("mnist_mlp", "mnist_cnn")}
     benches = {"loop": lambda: bench_loop(env, loop_steps, repeats),
                "optimizer_step": lambda: bench_optimizer(env, opt_steps, repeats),
                "population": lambda: bench_population(env, pop, repeats),
                "threads": lambda: bench_threads(env, thread_steps, repeats),
                "layout": lambda: bench_layout(env, 2 if args.quick else LAYOUT_STEPS, repeats),
-               "pooling": lambda: bench_pooling(env, 2 if args.quick else POOLING_STEPS, repeats)}
+               "pooling": lambda: bench_pooling(env, 2 if args.quick else POOLING_STEPS, repeats),
+               "precision": lambda: bench_precision(env, precision_steps, repeats)}
     chosen = args.sections.split(",")
     if unknown := set(chosen) - set(SECTIONS):
         ap.error(f"unknown section {sorted(unknown)[0]!r}; choose from {', '.join(SECTIONS)}")

@@ -4,6 +4,7 @@ measured per-step and per-evaluation costs.
     python scripts/estimate_paper_time.py [--profile paper] [--device auto] [--jobs 2] [--check]
                                           [--out results/bench] [--readme README.md] [KEY=VALUE ...]
     make estimate PROFILE=paper [JOBS=2] [ARGS='task.memory_format=channels_last']
+    python scripts/estimate_paper_time.py --profile full --per-step results/bench/gpu.json --readme README.md
 
 Every training stage of ``reproduce.plan`` (tune, final, the recipes, the studies, the width sweep) is
 expanded into the jobs its Hydra multirun launches -- one per run for the tasks ``train`` trains, one
@@ -32,6 +33,14 @@ task, the minutes their ``run.json`` record (``wall_time_s``, a population's sha
 as the paper's time table counts them) against the projected minutes of the same part of each run.
 CIFAR-10 (no download here) is timed on generated tensors of its real shape and projected at its real
 training-set size.
+
+``--per-step GPU_JSON`` times nothing here: it projects the training steps alone of every run of the
+profile at the per-step costs ``make gpu-check`` measured on its device (``GPU_JSON``'s per_step rows at
+one member: ``members.vectorize=auto`` trains one run at a time on CUDA), each run at its task's cost
+(measured at the task's default size and batch). That is a lower bound on the profile's time on that
+device, eager and float32: evaluations, data loading and the launcher are not in it; a task gpu-check did
+not time (cifar10_cnn, without its data there) is counted in steps, not minutes. Written to
+``OUT/projection-<profile>.json`` and, with ``--readme``, as a line of its generated table.
 """
 
 from __future__ import annotations
@@ -74,6 +83,8 @@ CIFAR_TRAIN = 50_000  # real CIFAR-10 training images (before the validation spl
 STEP_SECONDS = 0.5  # training time a timing run aims for (a slice of the run's steps)
 #: a profile's goal for ``make reproduce`` from an empty store on a 2-core CPU (issue 17; README)
 GOAL_HOURS = {"quick": 0.5, "paper": 2.0}
+#: and on one H100-class GPU (issue 17)
+GPU_GOAL_HOURS = {"full": 20 / 60}
 EVAL_REPEATS = 3  # timed passes of each split (their median)
 PILOT_MEMBERS = 8  # members of the pilot run that sizes a population's slice
 #: ``train`` keys that change neither a step's nor an evaluation's cost (the schedule's length and
@@ -260,6 +271,55 @@ def project(jobs: list[Job], costs: dict[str, Cost], per_job: float) -> list[dic
     return rows
 
 
+def steps_projection(args, stages: list[Stage], jobs: list[Job], measured: dict) -> dict:
+    """The training steps of every run of ``stages`` at the per-step costs of ``measured`` (a gpu.json):
+    per stage and task, runs, steps and minutes (none for a task it did not time)."""
+    cost = {r["task"]: r for r in measured["sections"]["per_step"]["rows"]
+            if r.get("members") == 1 and "ms_per_step" in r}
+    n_train: dict[str, int] = {}
+    totals: dict[tuple[str, str], tuple[int, int]] = {}
+    for job in jobs:
+        key = json.dumps([job.cfg["task"], job.cfg["data"]], sort_keys=True, default=str)
+        if key not in n_train:
+            s = resolve(job.cfg)
+            n_train[key] = (CIFAR_TRAIN - job.cfg["task"]["val_size"] if job.cfg["data"].get("generated")
+                            else len(s.task.load_data(s.cfg["data"], s.device).train))
+        runs, steps = totals.get((job.stage, job.task), (0, 0))
+        steps += job.runs * budget(job, n_train[key]).total_steps
+        totals[job.stage, job.task] = (runs + job.runs, steps)
+    rows = [{"stage": st, "task": task, "runs": runs, "steps": steps,
+             "ms_per_step": cost[task]["ms_per_step"] if task in cost else None,
+             "minutes": steps * cost[task]["ms_per_step"] / 60e3 if task in cost else None}
+            for (st, task), (runs, steps) in totals.items()]
+    env = measured["environment"]
+    return {"profile": args.profile, "overrides": args.overrides, "date": date.today().isoformat(),
+            "source": str(args.per_step), "device": env.get("device_name"), "torch": env.get("torch"),
+            "measured_at": (env.get("git_commit") or "?")[:7], "rows": rows,
+            "runs": sum(r["runs"] for r in rows), "steps": sum(r["steps"] for r in rows),
+            "hours": sum(r["minutes"] for r in rows if r["minutes"] is not None) / 60,
+            "untimed_steps": {t: sum(r["steps"] for r in rows if r["task"] == t)
+                              for t in dict.fromkeys(r["task"] for r in rows if r["minutes"] is None)}}
+
+
+def projected(p: dict) -> str:
+    """One line for a steps-only projection (``--per-step``): its hours, by task, and what it leaves out."""
+    by_task: dict[str, float] = {}
+    for r in p["rows"]:
+        if r["minutes"] is not None:
+            by_task[r["task"]] = by_task.get(r["task"], 0.0) + r["minutes"] / 60
+    left = "".join(f", {t}'s {n / 1e6:.1f} M steps (not timed there)" for t, n in p["untimed_steps"].items())
+    named = "".join(f" `{o}`" for o in p["overrides"])
+    tasks = ", ".join(f"{t} {h:.1f} h" for t, h in sorted(by_task.items(), key=lambda kv: -kv[1]))
+    goal = GPU_GOAL_HOURS.get(p["profile"])
+    goal = f" ({p['hours'] / goal:.0f}x its goal of {60 * goal:.0f} min on one GPU)" if goal else ""
+    return (f"Projected (`scripts/estimate_paper_time.py --profile {p['profile']}{named} --per-step "
+            f"{p['source']}`, {p['date']}): the training steps alone of `{p['profile']}`'s {p['runs']} runs "
+            f"({p['steps'] / 1e6:.1f} M steps) at the per-step costs `make gpu-check` measured on one "
+            f"{p['device']} (commit {p['measured_at']}; one run at a time, eager, float32): "
+            f"**{p['hours']:.1f} h**{goal}, a lower bound: without evaluations, data loading, the "
+            f"launcher{left}. By task: {tasks}.")
+
+
 def measured_minutes(st: Stage) -> pd.DataFrame:
     """The profile's finished runs of a stage: task and minutes (a population's shared among members)."""
     rows = []
@@ -288,6 +348,8 @@ def main() -> None:
                     help="rewrite this README's generated:estimate table from OUT's estimates")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite --readme's table from OUT's estimates (no timing)")
+    ap.add_argument("--per-step", type=Path, default=None, metavar="GPU_JSON",
+                    help="time nothing: project the training steps alone at make gpu-check's per-step costs")
     args = ap.parse_args()
     if args.render:
         update_readme(args.readme or REPO / "README.md", args.out, Path(args.results) / "timing")
@@ -295,6 +357,13 @@ def main() -> None:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         ap.error(f"{bad[0]!r} is not an override: write KEY=VALUE")
+    if args.per_step:
+        try:
+            gpu = json.loads(args.per_step.read_text())
+            gpu["sections"]["per_step"]["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"error: --per-step {args.per_step}: not a gpu.json with a per_step section "
+                             f"(make gpu-check writes one): {type(e).__name__}: {e}") from None
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         task_overrides = [o for o in args.overrides if o.startswith("task.")]
@@ -309,6 +378,9 @@ def main() -> None:
             jobs = [job for st in stages for job in jobs_of(st, str(tmp / "store"), task_overrides)]
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
+        if args.per_step:
+            write(args, "projection", steps_projection(args, stages, jobs, gpu))
+            return
         kinds = {cost_key(j): j for j in jobs}
         print(f"profile {args.profile}: {sum(j.runs for j in jobs)} runs in {sum(j.count for j in jobs)} "
               f"jobs of {len(kinds)} kinds; timing each kind on {args.device}", file=sys.stderr, flush=True)
@@ -327,10 +399,17 @@ def main() -> None:
         per_command, per_job = launcher_cost(tmp, args.device)
     out = report(args, stages, pd.DataFrame(project(jobs, costs, per_job)), per_command, per_job, checked)
     show(out)
+    write(args, "estimate", out)
+
+
+def write(args, kind: str, out: dict) -> None:
+    """OUT/<kind>-<profile>[-stages=..][-overrides].json, then the README's table if asked."""
     parts = [args.profile, *([f"stages={args.stages}"] if args.stages else []), *args.overrides]
-    path = args.out / f"estimate-{'-'.join(re.sub(r'[^A-Za-z0-9_.]+', '_', p) for p in parts)}.json"
+    path = args.out / f"{kind}-{'-'.join(re.sub(r'[^A-Za-z0-9_.]+', '_', p) for p in parts)}.json"
     args.out.mkdir(parents=True, exist_ok=True)
     store.write_atomic(path, lambda p: p.write_text(json.dumps(out, indent=2) + "\n"))
+    if kind == "projection":
+        print(projected(out))
     print(f"wrote {path}")
     if args.readme:
         update_readme(args.readme, args.out, Path(args.results) / "timing")
@@ -447,10 +526,11 @@ def compared(c: dict) -> str:
             "only in the second.")
 
 
-def markdown(estimates: list[dict], timings: list[dict] = (), comparisons: list[dict] = ()) -> str:
+def markdown(estimates: list[dict], timings: list[dict] = (), comparisons: list[dict] = (),
+             projections: list[dict] = ()) -> str:
     """The README's table: one row per committed projection (results/bench/estimate-*.json), then the
-    goal line, a line per timed reproduce (results/timing/<profile>.json) and per comparison of two
-    stores (results/bench/compare-*.json)."""
+    goal line, a line per timed reproduce (results/timing/<profile>.json), per comparison of two stores
+    (results/bench/compare-*.json) and per steps-only projection (results/bench/projection-*.json)."""
     lines = ["| profile | overrides | device (date) | runs | runs' own time | finished runs' own time "
              "(in progress) | one job after another | jobs side by side |", "|---" * 8 + "|"]
     for e in estimates:
@@ -469,7 +549,8 @@ def markdown(estimates: list[dict], timings: list[dict] = (), comparisons: list[
             goals.append(f"`{e['profile']}`{named}: {hours:.2f} h with {jobs} jobs side by side, "
                          f"{hours / goal:.2f}x its goal of {goal:g} h")
     text = "\n".join(lines) + "\n" + ("\nAgainst the goal: " + "; ".join(goals) + ".\n" if goals else "")
-    extra = [line for line in map(timed, timings) if line] + [compared(c) for c in comparisons]
+    extra = ([line for line in map(timed, timings) if line] + [compared(c) for c in comparisons]
+             + [projected(p) for p in projections])
     return text + "".join(f"\n{line}\n" for line in extra)
 
 
@@ -478,7 +559,9 @@ def update_readme(readme: Path, folder: Path, timing: Path) -> None:
                        key=lambda e: (e["profile"], bool(e.get("stages")), e["overrides"]))
     timings = [json.loads(p.read_text()) for p in sorted(timing.glob("*.json"))]
     comparisons = [json.loads(p.read_text()) for p in sorted(folder.glob("compare-*.json"))]
-    if not store.replace_generated(readme, "estimate", markdown(estimates, timings, comparisons)):
+    projections = [json.loads(p.read_text()) for p in sorted(folder.glob("projection-*.json"))]
+    text = markdown(estimates, timings, comparisons, projections)
+    if not store.replace_generated(readme, "estimate", text):
         raise SystemExit(f"error: {readme} has no generated:estimate block")
     print(f"updated the estimate table in {readme} from {len(estimates)} projections in {folder}")
 

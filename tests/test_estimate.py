@@ -103,6 +103,60 @@ def test_a_timed_reproduce_is_a_line_against_the_goal(tmp_path):
                     "in the first, 0 only in the second.")
 
 
+def fake_gpu_json(path, ms: dict[str, float]):
+    """A gpu.json with per-step costs of one member for ``ms``'s tasks (and K=10 rows, to be left unused)."""
+    rows = [{"task": t, "members": k, "ms_per_step": v * k, "batch": 32}
+            for t, v in ms.items() for k in (1, 10)]
+    env = {"device_name": "Fake GPU", "torch": "x", "git_commit": "abc1234"}
+    path.write_text(json.dumps({"sections": {"per_step": {"rows": rows}}, "environment": env}))
+    return path
+
+
+def per_step_projection(tmp_path, stages: str, *extra: str) -> dict:
+    gpu = fake_gpu_json(tmp_path / "gpu.json", {"linreg": 2.0, "mnist_mlp": 4.0})
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--profile", "smoke", "--per-step", str(gpu),
+                           "--stages", stages, "--out", str(tmp_path), *CPU, *DATA, *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (out,) = tmp_path.glob("projection-smoke-*.json")
+    assert proc.stdout.startswith("Projected (") and "a lower bound" in proc.stdout
+    return json.loads(out.read_text())
+
+
+def test_a_steps_only_projection_is_each_runs_steps_at_the_measured_cost_of_one_member(tmp_path):
+    """--per-step: nothing timed here; every run of the stages counted with the loop's own schedule
+    (``loop.Budget``) at its task's one-member cost, and a task without a cost kept in steps only."""
+    from nesterov_bench.config import compose, plain, resolve
+    from nesterov_bench.loop import Budget
+
+    p = per_step_projection(tmp_path, "tune,final")
+    runs = {st.name: st.runs for st in plan("smoke", str(tmp_path), None, overrides=CPU)}
+    assert p["runs"] == runs["tune"] + runs["final"] == sum(r["runs"] for r in p["rows"])
+    by = {(r["stage"], r["task"]): r for r in p["rows"]}
+    s = resolve(plain(compose(["task=linreg", "profile=smoke", *CPU])))  # smoke's linreg budget
+    n = len(s.task.load_data(s.cfg["data"], s.device).train)
+    tune = by["tune", "linreg"]
+    assert tune["steps"] == tune["runs"] * Budget.of(n, s.train).total_steps
+    for r in p["rows"]:
+        if r["task"] in ("linreg", "mnist_mlp"):
+            assert r["minutes"] == pytest.approx(r["steps"] * (2.0 if r["task"] == "linreg" else 4.0) / 60e3)
+        else:
+            assert r["minutes"] is None and r["ms_per_step"] is None
+    assert p["hours"] == pytest.approx(sum(r["minutes"] or 0 for r in p["rows"]) / 60)
+    assert p["untimed_steps"]["quadratic"] == sum(r["steps"] for r in p["rows"] if r["task"] == "quadratic")
+    assert "linreg" not in p["untimed_steps"] and p["device"] == "Fake GPU"
+
+
+def test_a_steps_only_projection_without_a_gpu_json_is_one_line(tmp_path):
+    """Refused before anything is planned or written (a file without a per_step section: the same line)."""
+    path = tmp_path / "missing.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--profile", "smoke", "--per-step", str(path),
+                           "--out", str(tmp_path), *CPU, *DATA], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: --per-step {path}: not a gpu.json with a per_step section")
+    assert not list(tmp_path.glob("projection-*"))
+
+
 def test_the_readmes_estimate_block_is_the_render_of_the_committed_records(tmp_path):
     """Projections, timed reproduces and store comparisons reach the README only through the render."""
     est = _module()
@@ -132,3 +186,17 @@ def test_projection_matches_the_runs_and_populations_a_smoke_reproduce_made(smok
         assert r["projected_min"] > 0 and r["measured_min"] > 0
     assert 0 < report["parallel_hours"] < report["serial_hours"]
     assert "projected" in proc.stdout and "measured" in proc.stdout
+    # --per-step: its steps are those the store's runs made (no more where a run diverged and stopped)
+    from nesterov_bench.reproduce import run_files
+
+    steps = per_step_projection(tmp_path, stages)["rows"]
+    made = {st.name: st for st in plan("smoke", str(smoke.results), None, overrides=CPU)}
+    for r in steps:
+        recs = [json.loads(f.read_text()) for f in run_files(made[r["stage"]])]
+        recs = [rec for rec in recs if rec["config"]["task"]["name"] == r["task"]]
+        assert len(recs) == r["runs"], r
+        total = sum(rec["steps"] for rec in recs)
+        if all(rec["status"] == "completed" for rec in recs):
+            assert total == r["steps"], r
+        else:
+            assert total <= r["steps"], r
