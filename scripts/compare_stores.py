@@ -10,6 +10,10 @@ split, metric and value; wall times are left out), and counts the pair as
 - identical: the same status and every value equal bit for bit;
 - close: the same status, the same rows, every value within a relative 1e-5 (float rounding: a
   vectorized population of another size, another kernel);
+- parted: the same status and rows, and at the first step where any value differs every difference is
+  within float rounding (a relative 1e-5), while later ones are not: the two makings began to differ by
+  rounding, and training carried the difference on (or a loss falling by many decades magnified it in
+  relative terms). A logic change would show at its first difference;
 - different: anything else (the largest relative difference is reported);
 - copied: the same making in both (the same ``started_at``: one store's run copied into the other, as
   when a rerun resumes from committed runs), so not a check of anything and not compared.
@@ -79,13 +83,20 @@ def compare(a: Path, b: Path, ra: dict, rb: dict) -> tuple[str, float]:
         return "different", math.inf
     va, vb = ma["value"].to_numpy(float), mb["value"].to_numpy(float)
     same = (va == vb) | (np.isnan(va) & np.isnan(vb))
+    first = math.inf  # the largest relative difference at the first step where a value differs
     if not same.all():
         with np.errstate(invalid="ignore"):  # inf - inf: a run that diverged in both
-            diff = np.abs(va - vb) / np.maximum(np.maximum(np.abs(va), np.abs(vb)), 1e-300)
-        worst = max(worst, float(np.nanmax(np.where(same, 0.0, diff))))
+            scale = np.maximum(np.maximum(np.abs(va), np.abs(vb)), 1e-300)
+            diff = np.where(same, 0.0, np.abs(va - vb) / scale)
+        diff = np.where(np.isnan(diff), math.inf, diff)  # a number against nan, or inf against -inf
+        worst = max(worst, float(diff.max()))
+        steps = ma["step"].to_numpy()
+        first = float(diff[steps == steps[~same].min()].max())
     if worst == 0.0:
         return "identical", 0.0
-    return ("close" if worst <= CLOSE else "different"), worst
+    if worst <= CLOSE:
+        return "close", worst
+    return ("parted" if first <= CLOSE else "different"), worst
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,9 +112,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {root / 'runs'} is not a folder: give two results_dirs", file=sys.stderr)
             sys.exit(2)
     runs_a, runs_b = finished_runs(args.a, args.experiment), finished_runs(args.b, args.experiment)
-    rows: dict[tuple[str, str], dict] = defaultdict(lambda: {"identical": 0, "close": 0, "different": 0,
-                                                             "copied": 0, "only_a": 0, "only_b": 0,
-                                                             "worst": 0.0})
+    rows: dict[tuple[str, str], dict] = defaultdict(lambda: {"identical": 0, "close": 0, "parted": 0,
+                                                             "different": 0, "copied": 0, "only_a": 0,
+                                                             "only_b": 0, "worst": 0.0})
     hosts: dict[str, Counter] = {"a": Counter(), "b": Counter()}  # the CPUs that made the compared runs
     worst_pair = ("", 0.0)
     for rel in sorted(set(runs_a) | set(runs_b)):
@@ -130,8 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     total = table.drop(columns=["experiment", "stage"]).sum(numeric_only=True)
     total["worst"] = table["worst"].max()
     print(table.to_string(index=False))
-    print(f"in both: {int(total.identical + total.close + total.different)} runs -- "
+    print(f"in both: {int(total.identical + total.close + total.parted + total.different)} runs -- "
           f"{int(total.identical)} identical, {int(total.close)} close (relative {CLOSE:g}), "
+          f"{int(total.parted)} parted (first difference within it), "
           f"{int(total.different)} different, {int(total.copied)} copied (not compared); "
           f"only in {args.a}: {int(total.only_a)}, "
           f"only in {args.b}: {int(total.only_b)}")

@@ -506,9 +506,12 @@ def timed(record: dict) -> str | None:
 def compared(c: dict) -> str:
     """One line for a comparison of two run stores (``scripts/compare_stores.py --json``): what the
     second store is, the CPUs that made the compared runs, and the counts of each outcome."""
-    kinds = ("identical", "close", "different", "copied", "only_a", "only_b")
+    kinds = ("identical", "close", "parted", "different", "copied", "only_a", "only_b")
     n = {k: sum(int(r.get(k, 0)) for r in c["rows"]) for k in kinds}
-    both = n["identical"] + n["close"] + n["different"]
+    both = n["identical"] + n["close"] + n["parted"] + n["different"]
+    # (a comparison made before compare_stores told parted runs from different ones counts them there)
+    parted = (f"{n['parted']} parted (first differing within float rounding, more later), "
+              if any("parted" in r for r in c["rows"]) else "")
     worst = c["worst"]["relative"]
     worst = f"; the largest relative difference {worst:.2g}" if worst else ""
     which = f" --experiment {c['experiment']}" if c.get("experiment") else ""
@@ -522,8 +525,8 @@ def compared(c: dict) -> str:
               else "")
     return (f"Compared (`scripts/compare_stores.py{which}`): of {both} runs made in both `{c['a']}` and "
             f"{second}{made}, {n['identical']} bit-identical, {n['close']} within float rounding, "
-            f"{n['different']} different{worst}{copied}; {n['only_a']} only in the first, {n['only_b']} "
-            "only in the second.")
+            f"{parted}{n['different']} different{worst}{copied}; {n['only_a']} only in the first, "
+            f"{n['only_b']} only in the second.")
 
 
 def markdown(estimates: list[dict], timings: list[dict] = (), comparisons: list[dict] = (),

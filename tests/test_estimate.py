@@ -101,6 +101,11 @@ def test_a_timed_reproduce_is_a_line_against_the_goal(tmp_path):
                     "(`/x/results`) (made on CPU A 3 against CPU B 3), 3 bit-identical, 0 within float "
                     "rounding, 0 different; 4 copied from the first into the second, so not compared; 0 only "
                     "in the first, 0 only in the second.")
+    counts = {"identical": 3, "close": 1, "parted": 2, "different": 1, "copied": 0, "only_a": 0, "only_b": 0}
+    parted = est.compared({"a": "results", "b": "/x", "experiment": None,
+                           "worst": {"run": "", "relative": 0.5}, "rows": [counts]})
+    assert ("of 7 runs made in both `results` and `/x`, 3 bit-identical, 1 within float rounding, 2 parted "
+            "(first differing within float rounding, more later), 1 different; the largest") in parted
 
 
 def fake_gpu_json(path, ms: dict[str, float]):
@@ -112,10 +117,10 @@ def fake_gpu_json(path, ms: dict[str, float]):
     return path
 
 
-def per_step_projection(tmp_path, stages: str, *extra: str) -> dict:
+def per_step_projection(tmp_path, stages: str) -> dict:
     gpu = fake_gpu_json(tmp_path / "gpu.json", {"linreg": 2.0, "mnist_mlp": 4.0})
     proc = subprocess.run([sys.executable, str(SCRIPT), "--profile", "smoke", "--per-step", str(gpu),
-                           "--stages", stages, "--out", str(tmp_path), *CPU, *DATA, *extra],
+                           "--stages", stages, "--out", str(tmp_path), *CPU, *DATA],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (out,) = tmp_path.glob("projection-smoke-*.json")
@@ -148,7 +153,7 @@ def test_a_steps_only_projection_is_each_runs_steps_at_the_measured_cost_of_one_
 
 
 def test_a_steps_only_projection_without_a_gpu_json_is_one_line(tmp_path):
-    """Refused before anything is planned or written (a file without a per_step section: the same line)."""
+    """Refused in one line before anything is planned or written."""
     path = tmp_path / "missing.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--profile", "smoke", "--per-step", str(path),
                            "--out", str(tmp_path), *CPU, *DATA], cwd=REPO, capture_output=True, text=True)

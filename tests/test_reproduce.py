@@ -335,10 +335,10 @@ def test_the_rerun_on_another_cpu_gave_the_committed_verdicts():
 
 # --- scripts/compare_stores.py: two makings of a store, run by run ----------------------------------
 
-def test_compare_stores_counts_identical_close_different_and_lone_runs(tmp_path):
+def test_compare_stores_counts_identical_close_parted_different_and_lone_runs(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for root in (a, b):
-        for lr in (0.01, 0.1, 1.0):
+        for lr in (0.01, 0.1, 1.0, 0.03):
             write_run(root, task="linreg", opt="gd", lr=lr, seed=0, stage="tune", tau=100)
     write_run(a, task="linreg", opt="gd", lr=3.0, seed=0, stage="tune", tau=100)  # only in a
     write_run(a, task="linreg", opt="gd", lr=0.3, seed=0, stage="tune", tau=100)
@@ -346,21 +346,23 @@ def test_compare_stores_counts_identical_close_different_and_lone_runs(tmp_path)
     store.write_json(made / "run.json", {**store.read_run(made), "started_at": "2026-11-30T10:00:00"})
     shutil.copytree(made, b / made.relative_to(a))  # the same making in both: copied, not compared
 
-    def nudge(run_dir: Path, factor: float) -> None:
+    def nudge(run_dir: Path, factor: float, row: int = -1) -> None:
         m = pd.read_parquet(run_dir / "metrics.parquet")
-        m.loc[m.index[-1], "value"] *= factor
+        m.loc[m.index[row], "value"] *= factor
         store.write_metrics(run_dir / "metrics.parquet", m.to_dict("records"))
 
     gd = b / "runs" / "quick" / "tune" / "linreg" / "gd"
-    nudge(gd / "lr=0.1" / "seed=0", 1 + 1e-9)
-    nudge(gd / "lr=1" / "seed=0", 1.01)
+    nudge(gd / "lr=0.1" / "seed=0", 1 + 1e-9)  # close: within rounding throughout
+    nudge(gd / "lr=1" / "seed=0", 1.01)  # different: its first difference is 1%
+    nudge(gd / "lr=0.03" / "seed=0", 1 + 1e-9, row=0)  # parted: first within rounding, then 0.5%
+    nudge(gd / "lr=0.03" / "seed=0", 1.005)
     cmd = [sys.executable, "scripts/compare_stores.py", str(a), str(b), "--json", str(tmp_path / "c.json")]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
     report = json.loads((tmp_path / "c.json").read_text())
     row = report["rows"][0]
-    assert {k: row[k] for k in ("identical", "close", "different", "copied", "only_a", "only_b")} == {
-        "identical": 1, "close": 1, "different": 1, "copied": 1, "only_a": 1, "only_b": 0}
-    assert report["hosts"] == {"a": {"?": 3}, "b": {"?": 3}}  # the CPUs of the compared runs only
+    kinds = ("identical", "close", "parted", "different", "copied", "only_a", "only_b")
+    assert {k: row[k] for k in kinds} == dict(zip(kinds, (1, 1, 1, 1, 1, 1, 0), strict=True))
+    assert report["hosts"] == {"a": {"?": 4}, "b": {"?": 4}}  # the CPUs of the compared runs only
     assert "largest relative difference" in out and "lr=1/seed=0" in out
     bad = subprocess.run([sys.executable, "scripts/compare_stores.py", str(a), str(tmp_path / "none")],
                          cwd=REPO, capture_output=True, text=True)

@@ -175,9 +175,9 @@ def size_slope(study: Study, baseline: str, rope: float, across_tasks: Compariso
     if len(units) < 3:
         return c
     tau2 = source.pooled.tau2 if source.pooled and math.isfinite(source.pooled.tau2) else 0.0
-    se = [max(source.effects[t].se, 1e-12) for t in units]  # (se 0: no spread)
+    ses = [max(source.effects[t].se, 1e-12) for t in units]  # (se 0: no spread)
     line = weighted_line([math.log10(params[t]) for t in units],  # math, not numpy: same bits anywhere
-                         [source.effects[t].estimate for t in units], [1 / (s ** 2 + tau2) for s in se])
+                         [source.effects[t].estimate for t in units], [1 / (s ** 2 + tau2) for s in ses])
     slope, se = -line.slope, line.se
     hw = float(stats.t.ppf(0.5 + rule["level"] / 2, len(units) - 2)) * se
     c.pooled = Estimate(slope, slope - hw, slope + hw, se, len(units),
