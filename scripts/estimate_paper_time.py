@@ -275,7 +275,7 @@ def steps_projection(args, stages: list[Stage], jobs: list[Job], measured: dict)
     """The training steps of every run of ``stages`` at the per-step costs of ``measured`` (a gpu.json):
     per stage and task, runs, steps and minutes (none for a task it did not time)."""
     cost = {r["task"]: r for r in measured["sections"]["per_step"]["rows"]
-            if r.get("members") == 1 and "ms_per_step" in r}
+            if r.get("members") == 1 and "ms_per_step" in r and "precision" not in r}  # float32
     n_train: dict[str, int] = {}
     totals: dict[tuple[str, str], tuple[int, int]] = {}
     for job in jobs:

@@ -12,7 +12,8 @@ error and the next one runs):
    trained one at a time, within float tolerance (quadratic, mnist_mlp).
 2. ``per_step``: milliseconds per training step of every task with data (``loop.fit_members``, as a run
    trains, evaluation made as small as the loop allows) at K = 1, 10 and 16 members; goal: 16 mnist_mlp
-   members within 2x one member.
+   members within 2x one member. The MLP and the CNNs also at ``train.precision=bf16``, one member, against
+   their float32 step.
 3. ``throughput``: fmnist_cnn (DeepOBS 2c2d, batch 128) forward + backward + the suite's Nesterov step
    on a resident batch, eager, under a captured CUDA graph and under ``torch.compile``, in float32 (IEEE,
    no TF32) and bf16 autocast: samples/s, and achieved FLOP/s as a share of this GPU's matrix-product peak
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -48,6 +50,7 @@ DEEPOBS = {"momentum": 0.9238, "adam": 0.9229}
 BASELINE_LRS = {"momentum": [0.003, 0.01, 0.03], "adam": [1e-4, 3e-4, 1e-3]}
 PER_STEP_TASKS = ("linreg", "quadratic", "mnist_logreg", "mnist_mlp", "mnist_cnn", "fmnist_cnn")
 MEMBERS = (1, 10, 16)
+BF16_TASKS = ("mnist_mlp", "mnist_cnn", "fmnist_cnn")  # per_step also times these at train.precision=bf16
 
 
 class Report:
@@ -150,27 +153,30 @@ def per_step(args) -> dict:
     rows = []
     ks = (1, 2) if args.quick else MEMBERS
     repeats = 1 if args.quick else 5
-    for task in PER_STEP_TASKS:
-        s = settings(args, task)
+    for task, precision in [*((t, None) for t in PER_STEP_TASKS), *((t, "bf16") for t in BF16_TASKS)]:
+        s = settings(args, task, "nesterov", *([f"train.precision={precision}"] if precision else []))
         data = s.task.load_data(s.cfg["data"], s.device)
         steps = 3 if args.quick else 60
-        for k in ks:
+        name = f"{task}{f' {precision}' if precision else ''}"
+        for k in ks if precision is None else (1,):
             fn = bench.suite_loop(s, data) if k == 1 else bench.members_loop(s, data, k, "map")
+            row = {"task": task, "members": k, **({"precision": precision} if precision else {})}
             try:
                 times = bench.timed_rounds({"x": fn}, steps, repeats)["x"]
                 ms = 1e3 * statistics.median(times) / steps
-                rows.append({"task": task, "members": k, "ms_per_step": ms, "batch": s.train.batch_size})
-                print(f"per step {task:13s} K={k:2d}: {ms:8.3f} ms", flush=True)
+                rows.append({**row, "ms_per_step": ms, "batch": s.train.batch_size})
+                print(f"per step {name:18s} K={k:2d}: {ms:8.3f} ms", flush=True)
             except Exception as e:  # noqa: BLE001 -- e.g. out of memory: report it, go on
-                rows.append({"task": task, "members": k, "error": f"{type(e).__name__}: {e}".splitlines()[0]})
-                print(f"per step {task:13s} K={k:2d}: {rows[-1]['error']}", flush=True)
+                rows.append({**row, "error": f"{type(e).__name__}: {e}".splitlines()[0]})
+                print(f"per step {name:18s} K={k:2d}: {rows[-1]['error']}", flush=True)
         del data
-    one = {r["task"]: r["ms_per_step"] for r in rows if r["members"] == 1 and "ms_per_step" in r}
+    one = {r["task"]: r["ms_per_step"] for r in rows
+           if r["members"] == 1 and "ms_per_step" in r and "precision" not in r}
     for r in rows:
         if "ms_per_step" in r and r["task"] in one:
-            r["vs_one_member"] = r["ms_per_step"] / one[r["task"]]
+            r["vs_float32" if "precision" in r else "vs_one_member"] = r["ms_per_step"] / one[r["task"]]
     mlp16 = next((r.get("vs_one_member") for r in rows
-                  if r["task"] == "mnist_mlp" and r["members"] == max(ks)), None)
+                  if r["task"] == "mnist_mlp" and r["members"] == max(ks) and "precision" not in r), None)
     return {"rows": rows, "goal": "16 mnist_mlp members <= 2x one member",
             "mnist_mlp_16_vs_1": mlp16, "pass": None if mlp16 is None else mlp16 <= 2.0}
 
@@ -331,13 +337,16 @@ def markdown(report: dict, correctness: dict | None = None) -> str:
         ks = sorted({r["members"] for r in rows})
         lines += ["", "| task | " + " | ".join(f"K={k} ms/step (x one member)" for k in ks) + " |",
                   "|---|" + "---|" * len(ks)]
-        for task in dict.fromkeys(r["task"] for r in rows):
+        for task, precision in dict.fromkeys((r["task"], r.get("precision")) for r in rows):
             cells = []
             for k in ks:
-                r = next((r for r in rows if r["task"] == task and r["members"] == k), {})
-                cells.append(r.get("error", "-") if "ms_per_step" not in r
-                             else f"{r['ms_per_step']:.2f} ({r.get('vs_one_member', 1):.2f}x)")
-            lines.append(f"| {task} | " + " | ".join(cells) + " |")
+                r = next((r for r in rows if (r["task"], r.get("precision"), r["members"])
+                          == (task, precision, k)), {})
+                versus = (f"{r.get('vs_one_member', 1):.2f}x" if not precision
+                          else f"{r.get('vs_float32', math.nan):.2f}x float32")
+                ms = r.get("ms_per_step")
+                cells.append(f"{ms:.2f} ({versus})" if ms is not None else r.get("error", "-"))
+            lines.append(f"| {task}{f' ({precision})' if precision else ''} | " + " | ".join(cells) + " |")
         p = sec["per_step"]
         lines.append(f"\nGoal {p['goal']}: {p['mnist_mlp_16_vs_1']:.2f}x, "
                      + ("met." if p["pass"] else "missed."))

@@ -113,4 +113,8 @@ def test_gpu_check_plumbing_on_the_cpu(tmp_path):
     assert set(sections["correctness"]["determinism_off"]) == {"mnist_cnn", "mnist_mlp"}
     assert sections["correctness"]["members_equal_single"]["quadratic"]["within_cpu_tolerance"]
     assert {r["members"] for r in sections["per_step"]["rows"]} == {1, 2}  # (1, 10, 16 on a GPU)
+    bf16 = [r for r in sections["per_step"]["rows"] if r.get("precision") == "bf16"]
+    assert {(r["task"], r["members"]) for r in bf16} == {(t, 1) for t in ("mnist_mlp", "mnist_cnn",
+                                                                             "fmnist_cnn")}
+    assert all(r["vs_float32"] > 0 for r in bf16)
     assert set(sections["baseline"]["optimizers"]) == {"momentum", "adam"}
