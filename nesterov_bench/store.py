@@ -42,13 +42,16 @@ NOT_IDENTITY = ("results_dir", "force", "progress", "device", "threads", "wandb"
                 "data.source", "data.download", "sweep", "space", "trial", "members", "path_keys",
                 "lr_grid", "lr_index")  # (the last two: the tuning grid's names in runs made before trial)
 
+#: ``train`` settings named in a run's directory when set (off by default): the second article's per-step
+#: decay as written, and bf16 mixed precision
+NAMED_TRAIN_KEYS = ("epoch_decay", "precision")
+
 
 def run_path(cfg: Mapping[str, Any]) -> Path:
     hp = dirname(cfg["optimizer"])  # lr=0.01,momentum=0.9: the optimizer's own settings
-    if cfg["train"].get("epoch_decay"):
-        hp += f",epoch_decay={cfg['train']['epoch_decay']:g}"
-    if cfg["train"].get("precision"):  # bf16: not the float32 run of the same settings
-        hp += f",precision={cfg['train']['precision']}"
+    for key in NAMED_TRAIN_KEYS:  # when set: not the run of the same settings without them
+        if cfg["train"].get(key):
+            hp += f",{key}={_path_value(cfg['train'][key])}"
     for key in cfg.get("path_keys") or ():  # settings a sweep varies beyond those above
         hp += f",{key}={_path_value(lookup(cfg, key))}"
     return (

@@ -165,8 +165,18 @@ def cost_key(job: Job) -> str:
                        cfg["optimizer"]["name"], k], sort_keys=True, default=str)
 
 
+def real_train_size(job: Job) -> int | None:
+    """CIFAR-10's real training-split size for a cifar10_cnn job timed on generated tensors in its place
+    (no download here); None for every other job (its own data's size holds)."""
+    if job.task == "cifar10_cnn" and job.cfg["data"].get("generated"):
+        return CIFAR_TRAIN - job.cfg["task"]["val_size"]
+    return None
+
+
 def budget(job: Job, n_train: int) -> Budget:
-    return Budget.of(n_train, resolve(job.cfg).train)
+    """The job's schedule on a training split of ``n_train`` examples (CIFAR-10's real size instead,
+    when it was timed on generated tensors)."""
+    return Budget.of(real_train_size(job) or n_train, resolve(job.cfg).train)
 
 
 def _timed_run(job: Job, tmp: Path, steps: int, members: int | None = None) -> tuple[float, list[dict]]:
@@ -260,8 +270,7 @@ def project(jobs: list[Job], costs: dict[str, Cost], per_job: float) -> list[dic
     rows = []
     for job in jobs:
         c = costs[cost_key(job)]
-        b = budget(job, CIFAR_TRAIN - job.cfg["task"]["val_size"]
-                   if job.task == "cifar10_cnn" and job.cfg["data"].get("generated") else c.n_train)
+        b = budget(job, c.n_train)
         k = len(job.members)
         run_part = b.total_steps * c.step + k * (b.evaluations * c.eval_pass
                                                   + b.test_evaluations * c.test_pass + c.rest)
@@ -271,8 +280,8 @@ def project(jobs: list[Job], costs: dict[str, Cost], per_job: float) -> list[dic
     return rows
 
 
-def steps_projection(args, stages: list[Stage], jobs: list[Job], measured: dict) -> dict:
-    """The training steps of every run of ``stages`` at the per-step costs of ``measured`` (a gpu.json):
+def steps_projection(args, jobs: list[Job], measured: dict) -> dict:
+    """The training steps of every run of ``jobs`` at the per-step costs of ``measured`` (a gpu.json):
     per stage and task, runs, steps and minutes (none for a task it did not time)."""
     cost = {r["task"]: r for r in measured["sections"]["per_step"]["rows"]
             if r.get("members") == 1 and "ms_per_step" in r and "precision" not in r}  # float32
@@ -280,10 +289,9 @@ def steps_projection(args, stages: list[Stage], jobs: list[Job], measured: dict)
     totals: dict[tuple[str, str], tuple[int, int]] = {}
     for job in jobs:
         key = json.dumps([job.cfg["task"], job.cfg["data"]], sort_keys=True, default=str)
-        if key not in n_train:
+        if key not in n_train:  # (generated CIFAR-10 is not made: budget() takes its real size)
             s = resolve(job.cfg)
-            n_train[key] = (CIFAR_TRAIN - job.cfg["task"]["val_size"] if job.cfg["data"].get("generated")
-                            else len(s.task.load_data(s.cfg["data"], s.device).train))
+            n_train[key] = real_train_size(job) or len(s.task.load_data(s.cfg["data"], s.device).train)
         runs, steps = totals.get((job.stage, job.task), (0, 0))
         steps += job.runs * budget(job, n_train[key]).total_steps
         totals[job.stage, job.task] = (runs + job.runs, steps)
@@ -379,7 +387,7 @@ def main() -> None:
         except ConfigError as e:
             raise SystemExit(f"error: {e}") from None
         if args.per_step:
-            write(args, "projection", steps_projection(args, stages, jobs, gpu))
+            write(args, "projection", steps_projection(args, jobs, gpu))
             return
         kinds = {cost_key(j): j for j in jobs}
         print(f"profile {args.profile}: {sum(j.runs for j in jobs)} runs in {sum(j.count for j in jobs)} "
