@@ -121,6 +121,30 @@ def run_files(st: Stage) -> list[Path]:
     return [p for p in run_jsons(st) if store.is_finished(p.parent)]
 
 
+def clashing(stages: list[Stage], overrides: list[str]) -> str | None:
+    """The refusal when ``overrides`` (reproduce's KEY=VALUE) set what a stage's finished runs were made
+    without (``ARGS='train.precision=bf16'`` over a store of float32 runs): the new runs would lie beside
+    them as another setting, which the selection and the analysis refuse to pool
+    (``store.check_one_setting``); said before any run, from one finished run per stage and task."""
+    parser = OverridesParser.create()
+    values = {o.key_or_group: o.value() for o in map(parser.parse_override, overrides)
+              if not o.is_sweep_override()}
+    for st in stages if values else ():
+        seen = set()
+        for path in run_jsons(st):
+            if path.parts[-5] in seen or not store.is_finished(path.parent):
+                continue
+            seen.add(path.parts[-5])
+            cfg = store.read_run(path.parent)["config"]
+            if keys := store.clashes(cfg, values):
+                return (f"{store.described(values, keys)} would make runs of another setting beside the "
+                        f"finished runs of stage {st.name} ({path.parent} has "
+                        f"{store.described(store.shared_setting(cfg), keys)}), and the selection and the "
+                        "analysis refuse to pool them: drop it, or reproduce into another results directory "
+                        "(RESULTS=DIR)")
+    return None
+
+
 def finished(st: Stage) -> int:
     return len(run_files(st))
 
@@ -351,6 +375,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         try:
             stages = plan(args.profile, args.results, args.launcher, args.vectorize, args.overrides)
+            clash = clashing(stages, args.overrides)
+            if clash:
+                raise ConfigError(clash)
             lacking = missing_data(args.profile, stages)
             if lacking and not args.dry_run:
                 raise ConfigError(lacking)

@@ -108,8 +108,10 @@ def choose(trials: dict[int, dict], space: dict, by: str) -> dict | None:
 def tuning_records(results_dir: Path, experiment: str) -> list[dict]:
     root = results_dir / "runs" / experiment / "tune"
     # run_dir: where the run lies now (run.json records where it was made, maybe on another machine)
-    return [{**store.read_run(p.parent), "run_dir": str(p.parent)}
-            for p in sorted(root.glob("*/*/*/seed=*/run.json")) if store.is_finished(p.parent)]
+    records = [{**store.read_run(p.parent), "run_dir": str(p.parent)}
+               for p in sorted(root.glob("*/*/*/seed=*/run.json")) if store.is_finished(p.parent)]
+    store.check_one_setting((Path(r["run_dir"]), r["config"]) for r in records)  # no pooling of two settings
+    return records
 
 
 def select(results_dir: Path, name: str) -> tuple[Path, dict, list[str]]:

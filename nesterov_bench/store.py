@@ -20,12 +20,13 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from .errors import ConfigError
 from .optimizer_config import dirname
 from .tracking import results_root
 from .wandb_sync import unsynced_offline_runs
@@ -45,6 +46,12 @@ NOT_IDENTITY = ("results_dir", "force", "progress", "device", "threads", "wandb"
 #: ``train`` settings named in a run's directory when set (off by default): the second article's per-step
 #: decay as written, and bf16 mixed precision
 NAMED_TRAIN_KEYS = ("epoch_decay", "precision")
+
+#: What the runs of one experiment, stage and task may differ in, besides the settings their sweep names in
+#: ``path_keys``: the seed, the optimizer's settings, and the second article's decay as written (a recipe
+#: sweeps it). Anything else they must share, or the selection and the analysis would pool runs of two
+#: settings as seeds of one (``check_one_setting``).
+STAGE_VARIES = ("seed", "optimizer", "train.epoch_decay")
 
 
 def run_path(cfg: Mapping[str, Any]) -> Path:
@@ -102,6 +109,70 @@ def differences(a: Any, b: Any, prefix: str = "") -> list[str]:
         keys = sorted(set(a) | set(b))
         return [d for k in keys for d in differences(a.get(k), b.get(k), f"{prefix}{k}.")]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+def shared_setting(cfg: Mapping[str, Any]) -> dict:
+    """What a run shares with every run of its experiment, stage and task: its identity without
+    ``STAGE_VARIES`` and its ``path_keys``."""
+    out = identity(cfg)
+    for key in (*STAGE_VARIES, *(cfg.get("path_keys") or ())):
+        node, last = _parent(out, key)
+        if node is not None:
+            node.pop(last, None)
+    return out
+
+
+def _parent(tree: dict, dotted: str) -> tuple[dict | None, str]:
+    """The mapping that holds ``dotted``'s last part (None when a part above it is missing), and that part."""
+    *parents, last = dotted.split(".")
+    node: Any = tree
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), last
+
+
+def check_one_setting(runs: Iterable[tuple[Path, Mapping[str, Any]]]) -> None:
+    """Refuse, in one line (ConfigError), runs of one experiment, stage and task made under settings that
+    differ beyond what the stage varies (e.g. ``train.precision=bf16`` runs beside float32 ones): read
+    together they would be pooled as seeds of one setting. ``runs``: (run directory, config) pairs."""
+    first: dict[tuple, tuple[Path, dict]] = {}
+    for run_dir, cfg in runs:
+        group = (cfg["experiment_name"], cfg["stage"], cfg["task"]["name"])
+        setting = shared_setting(cfg)
+        if group not in first:
+            first[group] = (run_dir, setting)
+            continue
+        other_dir, other = first[group]
+        keys = differences(other, setting)
+        if keys:
+            raise ConfigError(
+                f"runs of {'/'.join(group)} were made under different settings ({described(other, keys)} in "
+                f"{other_dir}; {described(setting, keys)} in {run_dir}): read together they would be pooled "
+                "as seeds of one setting; keep one set in this results directory and make the other in "
+                "another (RESULTS=DIR)")
+
+
+def clashes(cfg: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
+    """The dotted keys of ``values`` (settings of new runs) that would make them runs of another setting
+    than the finished run of config ``cfg`` in their stage (``shared_setting``); keys ``cfg`` does not
+    have at all (a config group, e.g. ``schedule``) are not compared."""
+    changed = json.loads(json.dumps(cfg))
+    for key, value in values.items():
+        node, last = _parent(changed, key)
+        if node is not None and ("." in key or last in node):
+            node[last] = value
+    return differences(shared_setting(cfg), shared_setting(changed))
+
+
+def described(setting: dict, keys: list[str]) -> str:
+    """``key=value, ...`` of a setting's ``keys`` (``unset`` where it has none); ``setting`` nested, or
+    flat by dotted keys."""
+    def value(key: str) -> Any:
+        try:
+            return setting[key] if key in setting else lookup(setting, key)
+        except KeyError:
+            return None
+    return ", ".join(f"{k}={'unset' if value(k) is None else value(k)}" for k in keys)
 
 
 def write_atomic(path: Path, write) -> None:

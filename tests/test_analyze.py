@@ -19,13 +19,14 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from nesterov_bench import store, theory
-from nesterov_bench.analyze import claims, measures, quadratic, speed, tables, verdicts
+from nesterov_bench import select, store, theory
+from nesterov_bench.analyze import claims, measures, numbers, quadratic, speed, tables, verdicts
 from nesterov_bench.analyze.load import load
 from nesterov_bench.analyze.outputs import copy_paper_sources, destinations, typeset
 from nesterov_bench.analyze.stats import paired, summarize, weighted_line
 from nesterov_bench.analyze.study import Study
 from nesterov_bench.analyze.tables import tex
+from nesterov_bench.errors import ConfigError
 
 from .conftest import REPO
 
@@ -36,12 +37,13 @@ TASKS = {"mnist_logreg": ("val", "accuracy", "max"), "linreg": ("val", "loss", "
 
 def write_run(root: Path, *, task: str, opt: str, lr: float, seed: int, stage: str, tau: float,
               experiment: str = "quick", status: str = "completed", steps: int = 1000,
-              task_cfg: dict | None = None) -> Path:
+              task_cfg: dict | None = None, train: dict | None = None, path_keys: list | None = None) -> Path:
     """One run in the store's format whose validation curve approaches its limit with time constant tau
     steps (smaller = faster): accuracy 0.95 (1 - e^(-t/tau)), or loss 400 + 4000 e^(-t/tau)."""
     split, metric, mode = TASKS[task]
     cfg = {"results_dir": str(root), "experiment_name": experiment, "stage": stage, "seed": seed,
-           "task": {"name": task, **(task_cfg or {})}, "train": {"epoch_decay": 0.0},
+           "task": {"name": task, **(task_cfg or {})}, "train": {"epoch_decay": 0.0, **(train or {})},
+           "path_keys": path_keys or [],
            "data": {"generated": False},
            "optimizer": {"name": opt, "lr": lr, "momentum": 0.9 if opt in ("momentum", "nesterov") else 0.0,
                          "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}}
@@ -138,6 +140,37 @@ def test_loader_reports_and_leaves_out_unusable_runs(tmp_path):
     assert "failed" in reasons["seed=3"] and "metrics" in reasons["seed=4"]
     assert "generated" in reasons["seed=5"] and "unfinished" in reasons["seed=9"]
     assert set(loaded.metrics.run_id) == set(loaded.runs.run_id)
+
+
+def test_runs_of_two_settings_in_one_stage_are_refused_not_pooled(tmp_path):
+    """Runs of one stage and task made under two settings (bf16 runs beside float32 ones, as
+    `make reproduce ARGS='train.precision=bf16'` into a store of float32 runs makes them) would be pooled
+    as seeds of one setting: the loader, the selection and `analyze` refuse them in one line that names
+    the setting and both runs. What a stage varies (seed, optimizer, the recipes' decay, a sweep's path
+    keys) and a setting unset in older runs are not a second setting."""
+    root = make_store(tmp_path / "r", ALL_EQUAL, seeds=(100,))
+    for seed, extra in ((101, {"train": {"epoch_decay": 0.5}}), (102, {"train": {"precision": None}}),
+                        (103, {"task_cfg": {"width": 2}, "path_keys": ["task.width"]})):
+        write_run(root, task="linreg", opt="gd", lr=0.01, seed=seed, stage="final", tau=100, **extra)
+    assert len(load(root).runs) == 2 * 4 * 4 + 3
+    bf16 = write_run(root, task="linreg", opt="gd", lr=0.01, seed=100, stage="final", tau=100,
+                     train={"precision": "bf16"})
+    assert bf16.parent.name == "lr=0.01,precision=bf16"  # its own directory: both are on disk
+    said = (r"runs of quick/final/linreg were made under different settings "
+            r"\(train.precision=unset in .*; train.precision=bf16 in .*precision=bf16")
+    with pytest.raises(ConfigError, match=said):
+        load(root)
+    out = tmp_path / "gen"
+    proc = analyze("--results", str(root), "--profile", "quick", "--out", str(out), "--no-readme")
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr.startswith("error: runs of quick/final/linreg") and proc.stderr.count("\n") == 1
+    shutil.rmtree(bf16)
+    tune = write_run(root, task="mnist_logreg", opt="adam", lr=0.01, seed=0, stage="tune", tau=100,
+                     train={"precision": "bf16"})
+    with pytest.raises(ConfigError, match="runs of quick/tune/mnist_logreg .* train.precision=bf16"):
+        select.tuning_records(root, "quick")
+    shutil.rmtree(tune)
+    assert len(select.tuning_records(root, "quick")) == 2 * 4 * 3
 
 
 # --- claims and the verdict rule -----------------------------------------------------------------
@@ -352,13 +385,28 @@ def test_sizing_names_every_cpu_sized_task_and_nothing_at_full_size():
     final = pd.DataFrame({"task": ["mnist_cnn", "mnist_mlp", "mnist_logreg"], "task_cfg": [
         {"name": "mnist_cnn", "width": 0.25, "train_size": 8000},
         {"name": "mnist_mlp", "hidden": [250, 125, 25]},
-        {"name": "mnist_logreg", "width": None, "train_size": None}]})
+        {"name": "mnist_logreg", "width": None, "train_size": None}], "precision": "float32"})
     stub = SimpleNamespace(tasks=["mnist_logreg", "mnist_mlp", "mnist_cnn"], final=final)
-    assert Study.sizing.func(stub) == (
-        "Sized for a CPU, not DeepOBS's: mnist_mlp (784-250-125-25-10); "
-        "mnist_cnn (0.25 of DeepOBS's width, the first 8,000 training images).")
-    stub.tasks = ["mnist_logreg"]
+    sized = ("Sized for a CPU, not DeepOBS's: mnist_mlp (784-250-125-25-10); "
+             "mnist_cnn (0.25 of DeepOBS's width, the first 8,000 training images).")
+    assert Study.sizing.func(stub) == sized
+    final.loc[final.task.isin(["mnist_cnn", "mnist_logreg"]), "precision"] = "bf16"  # said too, per task
+    assert Study.sizing.func(stub) == f"{sized} Forward passes in bf16 (autocast): mnist_logreg, mnist_cnn."
+    stub.tasks = ["mnist_mlp"]
+    assert Study.sizing.func(stub) == "Sized for a CPU, not DeepOBS's: mnist_mlp (784-250-125-25-10)."
+    stub.final = final.assign(task_cfg=[{}] * 3, precision="float32")
     assert Study.sizing.func(stub) == ""
+
+
+def test_arithmetic_names_the_runs_not_in_float32():
+    """meta/arithmetic, quoted in the paper's limitations: float32, and which runs (how many, which tasks)
+    computed in float64 or with bf16 forward passes."""
+    runs = pd.DataFrame({"task": ["quadratic", "quadratic", "mnist_cnn", "mnist_mlp"],
+                         "task_cfg": [{"dtype": "float64"}, {"dtype": "float32"}, {}, {}],
+                         "precision": ["float32", "float32", "bf16", "float32"]})
+    assert numbers._arithmetic(runs.iloc[[1, 3]]) == "float32"
+    assert numbers._arithmetic(runs) == ("float32, but 1 runs in float64 (quadratic); "
+                                         "1 runs with bf16 forward passes (autocast) (mnist_cnn)")
 
 
 def test_budget_check_counts_the_optimizers_that_arrive_on_nine_seeds_in_ten():

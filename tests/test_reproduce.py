@@ -222,6 +222,30 @@ def test_missing_dataset_is_refused_before_any_run(tmp_path, capsys, profile, da
     assert not results.exists() and not nodata.exists()
 
 
+def test_an_override_that_would_mix_two_settings_in_a_stage_is_refused_before_any_run(tmp_path, capsys):
+    """ARGS that set what a stage's finished runs were made without (train.precision=bf16 over float32
+    runs, another train.epochs) would put runs of another setting beside them, which the selection and
+    the analysis refuse to pool: reproduce says so in one line before the first run, creating nothing (the
+    check comes before the dry run's plan, so a dry run is refused too, and no mutation of it can start a
+    profile here). An override that does not change a run's numbers, or agrees with the finished runs,
+    passes."""
+    results = tmp_path / "results"
+    write_run(results, task="linreg", opt="gd", lr=0.01, seed=0, stage="tune", tau=100, train={"epochs": 1})
+    before = sorted(results.rglob("*"))
+    for override, said in (("train.precision=bf16", "train.precision=bf16 would make runs of another setting "
+                                                    "beside the finished runs of stage tune"),
+                           ("train.epochs=3", "seed=0 has train.epochs=1")):
+        with pytest.raises(SystemExit) as e:
+            reproduce.main(["--profile", "quick", "--results", str(results), "--dry-run", override])
+        assert e.value.code == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert said in line and "RESULTS=DIR" in line
+    assert sorted(results.rglob("*")) == before
+    agreeing = ["threads=2", "train.epochs=1"]
+    reproduce.main(["--profile", "quick", "--results", str(results), "--dry-run", *agreeing])
+    assert "profile quick:" in capsys.readouterr().out
+
+
 def test_datasets_present_pass_the_check():
     stages = reproduce.plan("smoke", "results", None, "auto", DATA)  # CIFAR-10 on generated tensors
     assert reproduce.missing_data("smoke", stages) is None

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..store import FINISHED, METRIC_COLUMNS
+from ..store import FINISHED, METRIC_COLUMNS, check_one_setting
 
 KEY = ["experiment", "stage", "task", "optimizer", "lr", "momentum", "weight_decay", "epoch_decay", "seed"]
 
@@ -36,6 +36,7 @@ def _row(run_dir: Path, rec: dict) -> dict:
         "task_cfg": cfg["task"],  # the task's settings as run (a model's width, a data subset)
         "weight_decay": float(opt.get("weight_decay", 0.0)),
         "epoch_decay": float(cfg["train"].get("epoch_decay", 0.0)), "seed": int(cfg["seed"]),
+        "precision": cfg["train"].get("precision") or "float32",  # of the forward passes (bf16: autocast)
         "kappa": float(cfg["task"]["kappa"]) if "kappa" in cfg["task"] else float("nan"),
         "status": rec["status"], "steps": rec.get("steps"), "train_time_s": rec.get("train_time_s"),
         "wall_time_s": rec.get("wall_time_s"), "path": str(run_dir),
@@ -75,7 +76,7 @@ def load(results_dir: str | Path, profile: str | None = None) -> Loaded:
     selection's choices for it (``<results_dir>/tuned/<profile>.json``, with their flags)."""
     root = Path(results_dir) / "runs"
     exps = experiments(root, profile)
-    rows, frames, skipped = [], [], []
+    rows, frames, skipped, configs = [], [], [], []
     for run_json in sorted(p for e in exps for p in e.glob("*/*/*/*/seed=*/run.json")):
         run_dir = run_json.parent
         try:
@@ -101,7 +102,9 @@ def load(results_dir: str | Path, profile: str | None = None) -> Loaded:
             continue
         row["run_id"] = len(rows)
         rows.append(row)
+        configs.append((run_dir, rec["config"]))
         frames.append(m)
+    check_one_setting(configs)
     for partial in sorted(p for e in exps for p in e.glob("*/*/*/*/seed=*")):
         if partial.is_dir() and not (partial / "run.json").exists():
             skipped.append((str(partial), "unfinished (no run.json)"))

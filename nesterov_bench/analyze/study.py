@@ -256,7 +256,8 @@ class Study:
     @cached_property
     def sizing(self) -> str:
         """What the final runs trained at other than the task's full size (a CPU profile's smaller
-        networks and data subsets), one sentence for every table's and figure's caption; "" when none."""
+        networks and data subsets) and full precision (bf16 forward passes), for every table's and
+        figure's caption; "" when none."""
         parts = []
         for task in self.tasks:
             cfg = self.final[self.final.task == task].task_cfg.iloc[0]
@@ -269,7 +270,11 @@ class Study:
                 sized.append(f"the first {cfg['train_size']:,} training images")
             if sized:
                 parts.append(f"{task} ({', '.join(sized)})")
-        return f"Sized for a CPU, not DeepOBS's: {'; '.join(parts)}." if parts else ""
+        notes = [f"Sized for a CPU, not DeepOBS's: {'; '.join(parts)}."] if parts else []
+        bf16 = [t for t in self.tasks if (self.final[self.final.task == t].precision == "bf16").any()]
+        if bf16:
+            notes.append(f"Forward passes in bf16 (autocast): {', '.join(bf16)}.")
+        return " ".join(notes)
 
     @cached_property
     def tune_points(self) -> pd.DataFrame:
