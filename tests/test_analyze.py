@@ -20,7 +20,7 @@ import pytest
 from scipy import stats as sps
 
 from nesterov_bench import select, store, theory
-from nesterov_bench.analyze import claims, measures, numbers, quadratic, speed, tables, verdicts
+from nesterov_bench.analyze import claims, figures, measures, numbers, quadratic, speed, tables, verdicts
 from nesterov_bench.analyze.load import load
 from nesterov_bench.analyze.outputs import copy_paper_sources, destinations, typeset
 from nesterov_bench.analyze.stats import paired, summarize, weighted_line
@@ -378,8 +378,10 @@ def test_bold_only_beyond_the_equivalence_region(tmp_path):
 
 
 def test_sizing_names_every_cpu_sized_task_and_nothing_at_full_size():
-    """Study.sizing, the sentence every caption carries: a width multiplier, an MLP's hidden widths and
-    a training subset are each named for their task; a task at full size is not mentioned."""
+    """Study.sized, the note a caption carries: a width multiplier, an MLP's hidden widths and a training
+    subset are each named for their task, and bf16 forward passes; a task at full size is not mentioned,
+    and a table or figure that shows only some tasks (``Table.tasks``, ``figures.FIGURE_TASKS``) names
+    only theirs."""
     from types import SimpleNamespace
 
     final = pd.DataFrame({"task": ["mnist_cnn", "mnist_mlp", "mnist_logreg"], "task_cfg": [
@@ -389,13 +391,19 @@ def test_sizing_names_every_cpu_sized_task_and_nothing_at_full_size():
     stub = SimpleNamespace(tasks=["mnist_logreg", "mnist_mlp", "mnist_cnn"], final=final)
     sized = ("Sized for a CPU, not DeepOBS's: mnist_mlp (784-250-125-25-10); "
              "mnist_cnn (0.25 of DeepOBS's width, the first 8,000 training images).")
-    assert Study.sizing.func(stub) == sized
+    assert Study.sized(stub) == sized
+    assert Study.sized(stub, ("mnist_logreg", "quadratic")) == ""  # (a task the study lacks: nothing)
+    assert Study.sized(stub, ("mnist_cnn",)) == ("Sized for a CPU, not DeepOBS's: mnist_cnn (0.25 of "
+                                                 "DeepOBS's width, the first 8,000 training images).")
     final.loc[final.task.isin(["mnist_cnn", "mnist_logreg"]), "precision"] = "bf16"  # said too, per task
-    assert Study.sizing.func(stub) == f"{sized} Forward passes in bf16 (autocast): mnist_logreg, mnist_cnn."
+    assert Study.sized(stub) == f"{sized} Forward passes in bf16 (autocast): mnist_logreg, mnist_cnn."
+    assert Study.sized(stub, ("mnist_logreg",)) == "Forward passes in bf16 (autocast): mnist_logreg."
     stub.tasks = ["mnist_mlp"]
-    assert Study.sizing.func(stub) == "Sized for a CPU, not DeepOBS's: mnist_mlp (784-250-125-25-10)."
+    assert Study.sized(stub) == "Sized for a CPU, not DeepOBS's: mnist_mlp (784-250-125-25-10)."
     stub.final = final.assign(task_cfg=[{}] * 3, precision="float32")
-    assert Study.sizing.func(stub) == ""
+    assert Study.sized(stub) == ""
+    made = {p.stem for p in (REPO / "paper" / "generated" / "figures").glob("*.pdf")}
+    assert set(figures.FIGURE_TASKS) <= made  # figures the analysis makes, by their names
 
 
 def test_arithmetic_names_the_runs_not_in_float32():

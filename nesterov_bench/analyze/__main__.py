@@ -55,8 +55,8 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
     batch_q = noisy.minibatch_results(study.cfg["minibatch_quadratic"], results)
     batch_seen = noisy.measured(study, batch_q, "minibatch_quadratic", "batch")
     tbls.append(tables.minibatch_table(batch_q, batch_seen))
-    for t in tbls:  # a CPU profile's smaller models and data, said in every caption
-        t.caption = f"{t.caption} {study.sizing}".strip()
+    for t in tbls:  # a CPU profile's smaller models and data, said in every caption that shows them
+        t.caption = f"{t.caption} {study.sized(t.tasks)}".strip()
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -73,7 +73,9 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
                 *figures.tunability(study, figs), *figures.width_fig(study, claims, figs)]
         num = {**numbers.collect(study, claims, rates, len(loaded.skipped)),
                **numbers.stability_numbers(study, grids), **numbers.noisy_numbers(noisy_q, noisy_seen),
-               **numbers.noisy_numbers(batch_q, batch_seen, "minibatchq", "batch")}
+               **numbers.noisy_numbers(batch_q, batch_seen, "minibatchq", "batch"),
+               **{f"sizing/{name}": study.sized(tasks) for name, tasks in figures.FIGURE_TASKS.items()
+                  if study.sized(tasks) != study.sizing}}
         (tmp / "numbers.tex").write_text(numbers.latex(num))
         (tmp / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in loaded.skipped))
         _swap(tmp, out)

@@ -22,6 +22,9 @@ from .stats import summarize as summarize_values  # noqa: E402
 from .study import AXIS_SYMBOL, OPT_LABEL, OPT_ORDER, SECOND_AXIS, Study  # noqa: E402
 from .tables import target_text, unit  # noqa: E402
 
+#: The figures that show only some of the study's tasks (the others show them all): their captions' note on
+#: CPU sizing names only these tasks' (``Study.sized``; written as ``sizing/<figure>`` where it differs).
+FIGURE_TASKS = {"quadratic": ("quadratic",), "stability": ("quadratic",), "noise_floor": ("linreg",)}
 COLORS = dict(zip(OPT_ORDER, sns.color_palette("colorblind", len(OPT_ORDER)), strict=True))
 sns.set_theme(style="whitegrid", context="paper", font_scale=0.95)
 

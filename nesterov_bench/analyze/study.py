@@ -255,11 +255,16 @@ class Study:
 
     @cached_property
     def sizing(self) -> str:
-        """What the final runs trained at other than the task's full size (a CPU profile's smaller
-        networks and data subsets) and full precision (bf16 forward passes), for every table's and
-        figure's caption; "" when none."""
+        """``sized`` for every task of the study: the note on the captions that show them all."""
+        return self.sized()
+
+    def sized(self, tasks: tuple[str, ...] | None = None) -> str:
+        """What the final runs of ``tasks`` (default: the study's) trained at other than the task's full
+        size (a CPU profile's smaller networks and data subsets) and full precision (bf16 forward passes),
+        for the caption of a table or figure that shows them; "" when none."""
+        tasks = [t for t in self.tasks if tasks is None or t in tasks]
         parts = []
-        for task in self.tasks:
+        for task in tasks:
             cfg = self.final[self.final.task == task].task_cfg.iloc[0]
             sized = []
             if (cfg.get("width") or 1) < 1:
@@ -271,7 +276,7 @@ class Study:
             if sized:
                 parts.append(f"{task} ({', '.join(sized)})")
         notes = [f"Sized for a CPU, not DeepOBS's: {'; '.join(parts)}."] if parts else []
-        bf16 = [t for t in self.tasks if (self.final[self.final.task == t].precision == "bf16").any()]
+        bf16 = [t for t in tasks if (self.final[self.final.task == t].precision == "bf16").any()]
         if bf16:
             notes.append(f"Forward passes in bf16 (autocast): {', '.join(bf16)}.")
         return " ".join(notes)

@@ -48,6 +48,7 @@ class Table:
     columns: list[str]
     rows: list[list] = field(default_factory=list)
     align: str = ""
+    tasks: tuple[str, ...] | None = None  # the tasks its rows show, for its caption's sizing (None: all)
 
     def _cells(self, row) -> list[Cell]:
         return [c if isinstance(c, Cell) else Cell(str(c)) for c in row]
@@ -474,7 +475,7 @@ def theory_table(study: Study, rates: dict) -> Table:
                         "predicted rate of ||x_k - x*|| beside the rate measured from the suboptimality "
                         "curve (sqrt of its per-step ratio, fitted late in the linear phase, before "
                         "float64's floor).",
-              ["kappa", "method", "setting", "predicted", "measured"], align="rlrrr")
+              ["kappa", "method", "setting", "predicted", "measured"], align="rlrrr", tasks=("quadratic",))
     for (kappa, opt), r in sorted(rates.items()):
         t.rows.append([f"{kappa:g}", OPT_LABEL[opt], r["setting"], f"{r['predicted']:.4f}",
                        f"{r['measured']:.4f}" if math.isfinite(r["measured"]) else "--"])
@@ -488,7 +489,7 @@ def decay_label(epoch_decay: float, weight_decay: float) -> str:
 def recipes_table(study: Study) -> Table | None:
     t = Table("recipes", "The articles' own recipes, run as written where possible (mean ± 95% interval "
                          "over seeds).", ["recipe", "optimizer", "setting", "metric", "result"],
-              align="lllll")
+              align="lllll", tasks=("linreg", "mnist_logreg"))
     lin = study.recipe("seed000_linreg")
     for opt, runs in lin.groupby("optimizer"):
         for key in ("val/loss", "test/loss"):
@@ -521,7 +522,8 @@ def noise_table(study: Study) -> Table | None:
     t = Table("noise_floor", "Mini-batch noise on linreg: final training loss (full training set) with each "
                              "optimizer at the same effective learning rate lr/(1 - momentum); mean ± 95% "
                              "interval over seeds.",
-              ["batch", "effective lr", *[OPT_LABEL[o] for o in opts]], align="rr" + "r" * len(opts))
+              ["batch", "effective lr", *[OPT_LABEL[o] for o in opts]], align="rr" + "r" * len(opts),
+              tasks=("linreg",))
     for (batch, eff), sel in runs.groupby(["batch", "effective_lr"]):
         row = [str(batch), lr_text(eff)]
         for opt in opts:
@@ -564,7 +566,7 @@ def schedule_table(study: Study) -> Table | None:
                 "between two forms' trajectories over every evaluation and seed (on the quadratic, run in "
                 "float64, over evaluations above 1e-9 suboptimality).",
               ["task", "schedule", "metric", *FORMS.values(), "gap PyTorch/Sutskever", "gap Sutskever/1983"],
-              align="lll" + "r" * 5)
+              align="lll" + "r" * 5, tasks=tuple(set(runs.task)))
     for task in [t for t in TASK_ORDER if t in set(runs.task)]:
         key = study.select_key(task)
         for schedule in [s for s in SCHEDULES if s in set(runs.stage)]:
@@ -605,7 +607,8 @@ def _noise_table(name: str, level: str, data: dict, seen: dict | None, question:
     t = Table(name, f"{question} Exact expected steps for E[f - f*] to fall to {c['target']:g} of its start "
                     f"{problem}, each method at the best point of its joint tuning space (lr; momentum); "
                     f"-- : not within {c['max_steps']} steps.{how}",
-              [level, *[OPT_LABEL[m] for m in METHODS], "speed-up vs GD", "vs heavy ball"], align="r" * 6)
+              [level, *[OPT_LABEL[m] for m in METHODS], "speed-up vs GD", "vs heavy ball"], align="r" * 6,
+              tasks=("quadratic",))
     for row in data["rows"]:
         cells = [f"{row[level]:g}" if isinstance(row[level], float) else str(row[level])]
         run = got.get(row[level])
