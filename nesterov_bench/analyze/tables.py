@@ -292,7 +292,7 @@ def width_table(study: Study, claims: list[Claim]) -> Table | None:
                              "setting (lr; momentum), and Nesterov's speed-up over GD and heavy ball "
                              "averaged over the target levels (95% interval over seeds).",
               ["width", "parameters", *[OPT_LABEL[o] for o in opts], "speed-up vs GD", "vs heavy ball"],
-              align="rr" + "r" * len(opts) + "rr")
+              align="rr" + "r" * len(opts) + "rr", tasks=())  # its own networks, given in its rows
     key = "test/accuracy"
     for w in study.widths:
         sel = final[final.width == w]
