@@ -26,7 +26,10 @@ summed per stage and task (one job after another) and laid out over ``--jobs`` w
 other, and each timing is taken under that load. A run that diverges stops early, so tuning stages come
 out as upper bounds. Selection, analysis and the PDF are not projected. ``KEY=VALUE`` overrides go to
 every stage, as for ``reproduce``; one of ``task.KEY=VALUE`` to the tasks that have KEY (e.g.
-``task.memory_format=channels_last``, the CNNs laid out channels last: a lever projected).
+``task.memory_format=channels_last``, the CNNs laid out channels last: a lever projected), and one of
+``TASK[,TASK...]:KEY=VALUE`` to those tasks' jobs only (e.g. ``mnist_mlp,mnist_cnn,fmnist_cnn:
+train.precision=bf16``, bf16 where a task computes in float32: a lever no single override can set, since
+the quadratic studies run in float64).
 
 ``--check`` sets the projection beside the profile's finished runs in ``--results``: per stage and
 task, the minutes their ``run.json`` record (``wall_time_s``, a population's shared among its members,
@@ -76,6 +79,7 @@ from nesterov_bench.errors import ConfigError  # noqa: E402
 from nesterov_bench.loop import Budget, evaluation_splits  # noqa: E402
 from nesterov_bench.members import member_configs  # noqa: E402
 from nesterov_bench.reproduce import Stage, plan, run_files, swept  # noqa: E402
+from nesterov_bench.tasks import TASKS  # noqa: E402
 from nesterov_bench.train import configure_torch, derived_seed, run_all  # noqa: E402
 
 BENCH = REPO / "results" / "bench"
@@ -123,9 +127,24 @@ class Cost:
     timed_steps: int = 0
 
 
+def scoped(override: str) -> bool:
+    """Whether an override applies to some tasks only: ``task.KEY=VALUE`` or ``TASKS:KEY=VALUE``."""
+    return override.startswith("task.") or ":" in override.split("=", 1)[0]
+
+
+def applies(override: str, task: dict) -> str | None:
+    """The override to give a job of ``task`` (its config), or None: ``task.KEY=VALUE`` where the task has
+    KEY, ``TASKS:KEY=VALUE`` (as ``KEY=VALUE``) where TASKS, a comma list, names it."""
+    key = override.split("=", 1)[0]
+    if ":" in key:
+        tasks, rest = override.split(":", 1)
+        return rest if task["name"] in tasks.split(",") else None
+    return override if key.removeprefix("task.") in task else None
+
+
 def jobs_of(st: Stage, results: str, task_overrides: list[str] = ()) -> list[Job]:
     """The jobs a training stage launches, grouped by setting (what ``members -m`` makes one job of).
-    ``task_overrides`` (``task.KEY=VALUE``) apply to the jobs whose task has KEY."""
+    ``task_overrides`` apply to some tasks' jobs only (``applies``)."""
     own = swept(st.base, {})  # the overrides' own sweeps
     fixed = [o for o in st.base if o.split("=", 1)[0] not in own]
     values = swept(st.base, sweeper_params(fixed))
@@ -139,7 +158,7 @@ def jobs_of(st: Stage, results: str, task_overrides: list[str] = ()) -> list[Job
                 f"results_dir={results}", "wandb.mode=disabled", "progress=false"]
         firsts = [f"{k}={values[k][0]}" for k in member_keys]
         cfg = plain(compose([*over, *firsts]))
-        mine = [o for o in task_overrides if o.split("=", 1)[0].removeprefix("task.") in cfg["task"]]
+        mine = [a for o in task_overrides if (a := applies(o, cfg["task"]))]
         if mine:
             cfg = plain(compose([*over, *mine, *firsts]))
         task = cfg["task"]["name"]
@@ -374,7 +393,12 @@ def main() -> None:
                              f"(make gpu-check writes one): {type(e).__name__}: {e}") from None
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        task_overrides = [o for o in args.overrides if o.startswith("task.")]
+        task_overrides = [o for o in args.overrides if scoped(o)]
+        unknown = sorted({t for o in task_overrides if ":" in o.split("=", 1)[0]
+                          for t in o.split(":", 1)[0].split(",")} - set(TASKS))
+        if unknown:
+            raise SystemExit(f"error: unknown task {unknown[0]!r} in a TASKS:KEY=VALUE override (tasks: "
+                             f"{', '.join(TASKS)})")
         overrides = [f"device={args.device}", *(o for o in args.overrides if o not in task_overrides)]
         try:
             stages = [st for st in plan(args.profile, str(tmp / "store"), None, overrides=overrides)

@@ -48,6 +48,26 @@ def test_a_task_override_reaches_the_tasks_that_have_the_key(tmp_path):
     assert all(m["task"] == j.cfg["task"] for j in jobs for m in j.members)
 
 
+def test_a_tasks_override_reaches_the_named_tasks_only(tmp_path):
+    """TASKS:KEY=VALUE, a lever no single override can set: bf16 for the float32 tasks, while the smoke
+    profile's quadratic recipe runs in float64 (where train.precision=bf16 is refused)."""
+    est = _module()
+    bf16 = "mnist_mlp,mnist_cnn:train.precision=bf16"
+    for st in plan("smoke", str(tmp_path), None, overrides=CPU):
+        if not st.overrides:
+            continue
+        for j in est.jobs_of(st, str(tmp_path), [bf16]):
+            want = "bf16" if j.task in ("mnist_mlp", "mnist_cnn") else None
+            assert j.cfg["train"].get("precision") == want, (st.name, j.task)
+            assert all(m["train"] == j.cfg["train"] for m in j.members)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--profile", "smoke", "--out", str(tmp_path),
+                           "mnist_mpl:train.precision=bf16", *CPU, *DATA], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("error: unknown task 'mnist_mpl' in a TASKS:KEY=VALUE override")
+    assert not list(tmp_path.glob("estimate-*"))
+
+
 def test_lay_out_hands_jobs_to_the_first_free_worker():
     est = _module()
     assert est.lay_out([3, 1, 1, 1], 2) == 3
