@@ -54,7 +54,9 @@ What is timed
    network with ``nn.MaxPool2d``: a training step's forward and backward (the batch size of a run), and an
    evaluation forward pass (the evaluation batch size), on generated images. Goal: not slower (>= 1x).
 7. ``precision``: ``train.precision=bf16`` (forward passes under bf16 autocast) against float32: the
-   suite's loop (as in 1) on mnist_mlp and mnist_cnn at their default sizes. Reported, no goal: bf16
+   suite's loop (as in 1) on mnist_mlp and mnist_cnn at their default sizes, and on mnist_mlp and
+   fmnist_cnn at the paper profile's (quarter-width networks: what switching ``paper`` to bf16 would
+   give its training steps). Reported, no goal: bf16
    changes a run's numbers (its runs have their own directories), and its speed is the CPU's -- the notes
    name the CPU's bf16 instructions (``/proc/cpuinfo``), without which bf16 is emulated.
 
@@ -409,20 +411,28 @@ def bf16_instructions() -> str:
     return ", ".join(sorted(f for f in flags.split(":", 1)[1].split() if "bf16" in f)) or "none"
 
 
+#: A task at the paper profile's size (its budget file sets the quarter-width networks and data subsets).
+PAPER_SIZE = ["profile=paper", "experiment=tune", "trial=0"]
+
+
 def bench_precision(env: dict, steps: dict[str, int], repeats: int) -> list[dict]:
-    """train.precision=bf16 against float32: training steps of the suite's loop (as in 1)."""
+    """train.precision=bf16 against float32: training steps of the suite's loop (as in 1), at the tasks'
+    default sizes (``steps``: task -> steps per round) and at the paper profile's."""
     rows, has = [], bf16_instructions()
-    for task, n in steps.items():
-        both = {p: settings(task, data=[*DATA, f"train.precision={p}"]) for p in ("null", "bf16")}
+    cases = [(task, [], n, "default size") for task, n in steps.items()]
+    paper = {"mnist_mlp": steps["mnist_mlp"], "fmnist_cnn": steps["mnist_cnn"]}
+    cases += [(task, PAPER_SIZE, n, "paper profile's size") for task, n in paper.items()]
+    for task, size, n, label in cases:
+        both = {p: settings(task, data=[*DATA, *size, f"train.precision={p}"]) for p in ("null", "bf16")}
         data = both["null"].task.load_data(both["null"].cfg["data"], torch.device("cpu"))
         t = timed_rounds({p: suite_loop(s, data) for p, s in both.items()}, n, repeats)
         rate = {p: [n / x for x in v] for p, v in t.items()}
-        r = row(env, "precision", task, "training steps, bf16 autocast vs float32", "steps/s", rate["bf16"],
-                "float32", rate["null"], None,
+        r = row(env, "precision", task, f"training steps, bf16 autocast vs float32 ({label})", "steps/s",
+                rate["bf16"], "float32", rate["null"], None,
                 f"batch {both['null'].train.batch_size}; {env['device_name']}, bf16 instructions: {has}")
         rows.append(r)
-        print(f"precision {task:11s} float32 {r['baseline']:8.2f} steps/s | bf16 {r['measured']:8.2f} "
-              f"-> {r['ratio']:5.2f}x ({has})", flush=True)
+        print(f"precision {task:11s} {label:20s} float32 {r['baseline']:8.2f} steps/s | bf16 "
+              f"{r['measured']:8.2f} -> {r['ratio']:5.2f}x ({has})", flush=True)
     return rows
 
 

@@ -56,7 +56,10 @@ def test_bench_quick_writes_rows_and_the_table_from_them(tmp_path):
         ("fmnist_cnn", "training steps, suite's max-pool vs nn.MaxPool2d", "ratio >= 1"),
         ("fmnist_cnn", "evaluation passes, suite's max-pool vs nn.MaxPool2d", "ratio >= 1")}
     assert {(r["task"], r["measurement"], r["goal"]) for r in rows if r["section"] == "precision"} == {
-        (t, "training steps, bf16 autocast vs float32", None) for t in ("mnist_mlp", "mnist_cnn")}
+        *((t, "training steps, bf16 autocast vs float32 (default size)", None)
+          for t in ("mnist_mlp", "mnist_cnn")),
+        *((t, "training steps, bf16 autocast vs float32 (paper profile's size)", None)
+          for t in ("mnist_mlp", "fmnist_cnn"))}
     table = (tmp_path / "README_table.md").read_text()
     assert table == bench.markdown(bench.read_rows(tmp_path))
     assert sum(line.startswith("| ") for line in table.splitlines()) == len(rows) + 1  # header + rows
