@@ -167,12 +167,13 @@ def clashes(cfg: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
 def described(setting: dict, keys: list[str]) -> str:
     """``key=value, ...`` of a setting's ``keys`` (``unset`` where it has none); ``setting`` nested, or
     flat by dotted keys."""
-    def value(key: str) -> Any:
+    def shown(key: str) -> str:
         try:
-            return setting[key] if key in setting else lookup(setting, key)
+            value = setting[key] if key in setting else lookup(setting, key)
         except KeyError:
-            return None
-    return ", ".join(f"{k}={'unset' if value(k) is None else value(k)}" for k in keys)
+            value = None
+        return "unset" if value is None else str(value)
+    return ", ".join(f"{k}={shown(k)}" for k in keys)
 
 
 def write_atomic(path: Path, write) -> None:

@@ -127,19 +127,24 @@ class Cost:
     timed_steps: int = 0
 
 
+def named_tasks(override: str) -> list[str] | None:
+    """The TASKS of a ``TASKS:KEY=VALUE`` override (a comma list); None for any other override."""
+    key = override.split("=", 1)[0]
+    return key.split(":", 1)[0].split(",") if ":" in key else None
+
+
 def scoped(override: str) -> bool:
     """Whether an override applies to some tasks only: ``task.KEY=VALUE`` or ``TASKS:KEY=VALUE``."""
-    return override.startswith("task.") or ":" in override.split("=", 1)[0]
+    return override.startswith("task.") or named_tasks(override) is not None
 
 
 def applies(override: str, task: dict) -> str | None:
     """The override to give a job of ``task`` (its config), or None: ``task.KEY=VALUE`` where the task has
-    KEY, ``TASKS:KEY=VALUE`` (as ``KEY=VALUE``) where TASKS, a comma list, names it."""
-    key = override.split("=", 1)[0]
-    if ":" in key:
-        tasks, rest = override.split(":", 1)
-        return rest if task["name"] in tasks.split(",") else None
-    return override if key.removeprefix("task.") in task else None
+    KEY, ``TASKS:KEY=VALUE`` (as ``KEY=VALUE``) where TASKS names it."""
+    tasks = named_tasks(override)
+    if tasks is not None:
+        return override.split(":", 1)[1] if task["name"] in tasks else None
+    return override if override.split("=", 1)[0].removeprefix("task.") in task else None
 
 
 def jobs_of(st: Stage, results: str, task_overrides: list[str] = ()) -> list[Job]:
@@ -394,8 +399,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         task_overrides = [o for o in args.overrides if scoped(o)]
-        unknown = sorted({t for o in task_overrides if ":" in o.split("=", 1)[0]
-                          for t in o.split(":", 1)[0].split(",")} - set(TASKS))
+        unknown = sorted({t for o in task_overrides for t in named_tasks(o) or ()} - set(TASKS))
         if unknown:
             raise SystemExit(f"error: unknown task {unknown[0]!r} in a TASKS:KEY=VALUE override (tasks: "
                              f"{', '.join(TASKS)})")

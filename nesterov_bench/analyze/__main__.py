@@ -74,8 +74,8 @@ def build(results: Path, out: Path, profile: str | None) -> tuple[Study, dict]:
         num = {**numbers.collect(study, claims, rates, len(loaded.skipped)),
                **numbers.stability_numbers(study, grids), **numbers.noisy_numbers(noisy_q, noisy_seen),
                **numbers.noisy_numbers(batch_q, batch_seen, "minibatchq", "batch"),
-               **{f"sizing/{name}": study.sized(tasks) for name, tasks in figures.FIGURE_TASKS.items()
-                  if study.sized(tasks) != study.sizing}}
+               **{f"sizing/{name}": note for name, tasks in figures.FIGURE_TASKS.items()
+                  if (note := study.sized(tasks)) != study.sizing}}
         (tmp / "numbers.tex").write_text(numbers.latex(num))
         (tmp / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in loaded.skipped))
         _swap(tmp, out)
